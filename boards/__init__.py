@@ -1,0 +1,1 @@
+"""Celosia boards package."""

@@ -1,0 +1,1 @@
+"""Celosia: compile transformer and MoE models to FPGA hardware."""

@@ -1,0 +1,1 @@
+"""Celosia rtl_templates package."""
