@@ -1,0 +1,285 @@
+"""Board and simulation tops: clocking, reset and the UART host bridge around an accelerator core.
+
+The *core* is any elaboratable with the accelerator host-port contract:
+
+====================  =========  ==============================================================
+member                direction  meaning
+====================  =========  ==============================================================
+``host_addr``         in         scratchpad address (``addr_bits`` wide)
+``host_wdata``        in         word to write (``word_bits`` wide)
+``host_we``           in         write strobe
+``host_rdata``        out        read data, valid the cycle after ``host_addr`` (synchronous)
+``start``             in         one-cycle start pulse
+``busy``              out        high while running (rises no later than the cycle after start)
+``cycles``            out        32-bit cycle counter
+``word_bits``         attribute  scratchpad word width
+``addr_bits``         attribute  scratchpad address width
+====================  =========  ==============================================================
+
+:func:`attach_bridge` builds a :class:`~celosia.hw.host_bridge.UartBridge` and wires it to the
+core; :class:`BoardTop` adds the clock (an ECP5 PLL or the iCE40 oscillator directly), the reset
+and the board pins, and :class:`SimTop` exposes the UART pins as ports for Verilator or the
+Amaranth simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth.lib import cdc, wiring
+from amaranth.lib.wiring import In, Out
+
+from celosia.boards.registry import Board, get_board
+from celosia.errors import HardwareGenerationError
+from celosia.hw.host_bridge import UartBridge
+
+__all__ = ["HOST_PORTS", "attach_bridge", "EcpPllConfig", "ecp5_pll_config", "BoardTop",
+           "SimTop"]
+
+#: Core members the bridge connects to, as (core member, bridge member, core drives it).
+HOST_PORTS = (
+    ("host_addr", "addr", False),
+    ("host_wdata", "wdata", False),
+    ("host_we", "we", False),
+    ("host_rdata", "rdata", True),
+    ("start", "start", False),
+    ("busy", "busy", True),
+    ("cycles", "cycles", True),
+)
+
+
+def attach_bridge(m: Module, core, divisor: int, *, rx_fifo_depth: int = 0) -> UartBridge:
+    """Add ``core`` and a UART bridge to ``m`` and connect them.
+
+    Parameters
+    ----------
+    m : Module
+        The module to add both to (as submodules ``core`` and ``bridge``).
+    core : Elaboratable
+        The accelerator; see the module docstring for the members it must have.
+    divisor : int
+        Clock cycles per UART bit.
+    rx_fifo_depth : int, optional
+        Passed to :class:`~celosia.hw.host_bridge.UartBridge`.
+
+    Returns
+    -------
+    UartBridge
+        The bridge; the caller connects its ``rx`` and ``tx`` pins.
+
+    Raises
+    ------
+    HardwareGenerationError
+        If the core lacks a member of the host-port contract.
+    """
+    missing = [name for name, _, _ in HOST_PORTS if not hasattr(core, name)]
+    missing += [name for name in ("word_bits", "addr_bits") if not hasattr(core, name)]
+    if missing:
+        raise HardwareGenerationError(
+            f"{type(core).__name__} lacks host-port member(s) {', '.join(missing)}",
+            hint="the core must expose host_addr, host_wdata, host_we, host_rdata, start, busy, "
+                 "cycles and the word_bits / addr_bits attributes")
+    bridge = UartBridge(int(core.word_bits), int(core.addr_bits), divisor,
+                        rx_fifo_depth=rx_fifo_depth)
+    m.submodules.core = core
+    m.submodules.bridge = bridge
+    for core_name, bridge_name, from_core in HOST_PORTS:
+        c, b = getattr(core, core_name), getattr(bridge, bridge_name)
+        m.d.comb += (b.eq(c) if from_core else c.eq(b))
+    return bridge
+
+
+@dataclass(frozen=True)
+class EcpPllConfig:
+    """EHXPLLL divider settings (feedback from CLKOP).
+
+    ``f_out = f_in / clki_div * clkfb_div`` and ``f_vco = f_out * clkop_div``.
+    """
+
+    clki_div: int
+    clkfb_div: int
+    clkop_div: int
+    clkop_cphase: int
+    f_in_mhz: float
+    f_pfd_mhz: float
+    f_vco_mhz: float
+    f_out_mhz: float
+
+
+def ecp5_pll_config(f_in_mhz: float, f_out_mhz: float) -> EcpPllConfig:
+    """Choose EHXPLLL dividers for ``f_out_mhz`` from ``f_in_mhz``.
+
+    The search keeps the phase detector in 3.125..400 MHz and the VCO in 400..800 MHz, and picks
+    the closest output frequency, then the largest phase-detector frequency, then the VCO
+    closest to 600 MHz (the same choices as Trellis' ``ecppll``).
+
+    Parameters
+    ----------
+    f_in_mhz : float
+        Reference clock.
+    f_out_mhz : float
+        Wanted output clock (CLKOP).
+
+    Returns
+    -------
+    EcpPllConfig
+
+    Raises
+    ------
+    HardwareGenerationError
+        If no setting comes within 0.5 % of ``f_out_mhz``.
+    """
+    best = None
+    for clki_div in range(1, 129):
+        f_pfd = f_in_mhz / clki_div
+        if not 3.125 <= f_pfd <= 400:
+            continue
+        for clkfb_div in range(1, 81):
+            f_out = f_pfd * clkfb_div
+            for clkop_div in range(1, 129):
+                f_vco = f_out * clkop_div
+                if not 400 <= f_vco <= 800:
+                    continue
+                key = (abs(f_out - f_out_mhz), clki_div, abs(f_vco - 600))
+                if best is None or key < best[0]:
+                    best = (key, clki_div, clkfb_div, clkop_div, f_pfd, f_vco, f_out)
+    if best is None or best[0][0] > 0.005 * f_out_mhz:
+        raise HardwareGenerationError(
+            f"no ECP5 PLL setting gives {f_out_mhz} MHz from {f_in_mhz} MHz",
+            hint="choose a design clock reachable as f_in * N / M with a 400-800 MHz VCO")
+    _, clki_div, clkfb_div, clkop_div, f_pfd, f_vco, f_out = best
+    return EcpPllConfig(clki_div=clki_div, clkfb_div=clkfb_div, clkop_div=clkop_div,
+                        clkop_cphase=(clkop_div - 1) // 2, f_in_mhz=f_in_mhz,
+                        f_pfd_mhz=f_pfd, f_vco_mhz=f_vco, f_out_mhz=f_out)
+
+
+class BoardTop(Elaboratable):
+    """Top level for an amaranth-boards platform: clock, reset, UART bridge, busy LED.
+
+    Parameters
+    ----------
+    core : Elaboratable
+        The accelerator (host-port contract, see the module docstring).
+    board : Board or str
+        The board; selects the clocking (ECP5: EHXPLLL from the oscillator to
+        ``board.target_mhz``; iCE40: the oscillator directly, which must equal the target).
+    rx_fifo_depth : int, optional
+        Passed to the UART bridge.
+
+    Attributes
+    ----------
+    divisor : int
+        UART clock divisor, ``round(target / baud)``.
+    pll : EcpPllConfig or None
+        The PLL settings (ECP5 only).
+    """
+
+    def __init__(self, core, board: Board | str, *, rx_fifo_depth: int = 0):
+        self.core = core
+        self.board = get_board(board)
+        self.rx_fifo_depth = rx_fifo_depth
+        self.divisor = self.board.uart_divisor
+        self.pll = None
+        if self.board.family == "ecp5":
+            self.pll = ecp5_pll_config(self.board.clock_mhz, self.board.target_mhz)
+        elif self.board.clock_mhz != self.board.target_mhz:
+            raise HardwareGenerationError(
+                f"board {self.board.name}: the iCE40 top runs from the {self.board.clock_mhz} MHz "
+                f"oscillator, but the target is {self.board.target_mhz} MHz",
+                hint="set target_mhz equal to clock_mhz for iCE40 boards")
+
+    def elaborate(self, platform):
+        if platform is None:
+            raise HardwareGenerationError(
+                f"BoardTop for {self.board.name} needs an amaranth-boards platform",
+                hint="use SimTop for simulation, or build with celosia.boards.build_bitstream")
+        m = Module()
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        clk_in = platform.request(platform.default_clk, 0).i
+
+        if self.board.family == "ecp5":
+            pll = self.pll
+            locked = Signal()
+            m.submodules.pll = Instance(
+                "EHXPLLL",
+                a_FREQUENCY_PIN_CLKI=f"{pll.f_in_mhz:g}",
+                a_FREQUENCY_PIN_CLKOP=f"{pll.f_out_mhz:g}",
+                a_ICP_CURRENT="12", a_LPF_RESISTOR="8",
+                a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED",
+                p_STDBY_ENABLE="DISABLED", p_DPHASE_SOURCE="DISABLED",
+                p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+                p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
+                p_CLKI_DIV=pll.clki_div, p_CLKOP_ENABLE="ENABLED",
+                p_CLKOP_DIV=pll.clkop_div, p_CLKOP_CPHASE=pll.clkop_cphase, p_CLKOP_FPHASE=0,
+                p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=pll.clkfb_div,
+                i_RST=0, i_STDBY=0, i_CLKI=clk_in, i_CLKFB=cd_sync.clk,
+                i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+                i_PLLWAKESYNC=0, i_ENCLKOP=0,
+                o_CLKOP=cd_sync.clk, o_LOCK=locked,
+            )
+            platform.add_clock_constraint(cd_sync.clk, pll.f_out_mhz * 1e6)
+            # Hold the design in reset until the PLL has locked.
+            m.submodules.reset_sync = cdc.ResetSynchronizer(~locked, domain="sync")
+        else:
+            m.d.comb += cd_sync.clk.eq(clk_in)
+            # iCE40 block RAMs read garbage for a few microseconds after configuration: hold the
+            # design in reset for 1024 cycles (85 us at 12 MHz) after power-on.
+            m.domains.por = cd_por = ClockDomain("por", reset_less=True)
+            m.d.comb += cd_por.clk.eq(clk_in)
+            por_count = Signal(10)
+            por_done = Signal()
+            with m.If(~por_done):
+                m.d.por += por_count.eq(por_count + 1)
+            m.d.por += por_done.eq(por_done | (por_count == 2**10 - 1))
+            m.submodules.reset_sync = cdc.ResetSynchronizer(~por_done, domain="sync")
+
+        bridge = attach_bridge(m, self.core, self.divisor, rx_fifo_depth=self.rx_fifo_depth)
+        uart = platform.request("uart", 0)
+        m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
+        led = platform.request("led", 0)
+        m.d.comb += led.o.eq(self.core.busy)
+        return m
+
+
+class SimTop(wiring.Component):
+    """Simulation top: the core behind a UART bridge, with the UART pins as ports.
+
+    No PLL and no reset logic: the ``sync`` domain is the simulator's clock and reset.
+
+    Parameters
+    ----------
+    core : Elaboratable
+        The accelerator (host-port contract, see the module docstring).
+    divisor : int
+        Clock cycles per UART bit (small values such as 4..16 keep simulations short).
+    rx_fifo_depth : int, optional
+        Passed to the UART bridge.
+
+    Attributes
+    ----------
+    uart_rx : In(1)
+        Serial input (host to board); idles high.
+    uart_tx : Out(1)
+        Serial output (board to host); idles high.
+    busy : Out(1)
+        The core's busy flag (what the board shows on an LED).
+    """
+
+    def __init__(self, core, divisor: int, *, rx_fifo_depth: int = 0):
+        self.core = core
+        self.divisor = divisor
+        self.rx_fifo_depth = rx_fifo_depth
+        super().__init__({
+            "uart_rx": In(1, init=1),
+            "uart_tx": Out(1, init=1),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bridge = attach_bridge(m, self.core, self.divisor, rx_fifo_depth=self.rx_fifo_depth)
+        m.d.comb += [bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx),
+                     self.busy.eq(self.core.busy)]
+        return m

@@ -1,0 +1,99 @@
+"""Built-in models (``celosia zoo``): deterministic, no download at run time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from celosia.errors import UnknownNameError
+from celosia.frontend.builder import GraphBuilder
+from celosia.ir.graph import Graph
+
+__all__ = ["ZooModel", "ZOO", "get_model", "list_models"]
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A built-in model and its sample-input generator.
+
+    Attributes
+    ----------
+    name, description : str
+    build : callable(batch) -> Graph
+        The float graph for a batch size.
+    sample : callable(batch, rng) -> dict
+        One input sample (the same distribution as the model's real inputs).
+    """
+
+    name: str
+    description: str
+    build: Callable[[int], Graph]
+    sample: Callable[[int, np.random.Generator], dict]
+
+    def samples(self, count: int, batch: int = 1, seed: int = 0) -> list[dict]:
+        """``count`` deterministic input samples."""
+        rng = np.random.default_rng(seed)
+        return [self.sample(batch, rng) for _ in range(count)]
+
+
+def _mlp(name: str, dims: list[int], seed: int) -> Callable[[int], Graph]:
+    """An MLP with ReLU between layers and He-initialised deterministic weights."""
+
+    def build(batch: int = 1) -> Graph:
+        rng = np.random.default_rng(seed)
+        b = GraphBuilder(name)
+        h = b.input("x", (batch, dims[0]))
+        for i, (fan_in, fan_out) in enumerate(zip(dims, dims[1:])):
+            w = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_out, fan_in))
+            bias = rng.normal(0.0, 0.05, size=fan_out)
+            h = b.linear(h, w, bias, name=f"fc{i + 1}")
+            if i < len(dims) - 2:
+                h = b.relu(h, name=f"relu{i + 1}")
+        b.output(h, "logits")
+        return b.build()
+
+    return build
+
+
+def _pixels(features: int) -> Callable[[int, np.random.Generator], dict]:
+    def sample(batch: int, rng: np.random.Generator) -> dict:
+        # 8x8 digit-like intensities in [0, 1]
+        return {"x": rng.uniform(0.0, 1.0, size=(batch, features))}
+
+    return sample
+
+
+ZOO: dict[str, ZooModel] = {
+    m.name: m
+    for m in [
+        ZooModel(
+            "mlp-tiny",
+            "MLP 64-128-64-10 with ReLU (8x8 image in, 10 logits out), deterministic weights",
+            _mlp("mlp-tiny", [64, 128, 64, 10], seed=2026),
+            _pixels(64),
+        ),
+        ZooModel(
+            "mlp-micro",
+            "MLP 16-16-4 with ReLU, small enough for an iCE40 UP5K",
+            _mlp("mlp-micro", [16, 16, 4], seed=7),
+            _pixels(16),
+        ),
+    ]
+}
+
+
+def list_models() -> list[ZooModel]:
+    """All built-in models, by name."""
+    return [ZOO[k] for k in sorted(ZOO)]
+
+
+def get_model(name: str) -> ZooModel:
+    """The built-in model called ``name``."""
+    try:
+        return ZOO[name]
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown model '{name}'", hint=f"built-in models: {', '.join(sorted(ZOO))} (see `celosia zoo`)"
+        ) from None

@@ -1,0 +1,150 @@
+"""The quantize pass: calibrate on sample inputs and give every tensor a fixed-point format."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from celosia.errors import QuantizationError, UnknownNameError
+from celosia.ir import numerics as nx_
+from celosia.ir.graph import Graph
+from celosia.sim.golden import run_float
+
+__all__ = ["Precision", "quantize", "calibrate"]
+
+_PRESET = re.compile(r"^w(\d+)a(\d+)$")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bit widths of a quantized model.
+
+    Parameters
+    ----------
+    weight_bits, act_bits : int
+        Widths of weights and activations (2..18: one product per 18×18 DSP).
+    acc_bits : int
+        Width of the linear unit's accumulator; biases are stored in it.
+    rounding : Rounding
+        Rounding of every requantization.
+    overrides : dict of str to Fixed
+        Per-tensor formats that replace the calibrated choice.
+    """
+
+    weight_bits: int = 8
+    act_bits: int = 16
+    acc_bits: int = 40
+    rounding: nx_.Rounding = nx_.Rounding.HALF_EVEN
+    overrides: Mapping[str, nx_.Fixed] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for what, bits in (("weight", self.weight_bits), ("activation", self.act_bits)):
+            if not 2 <= bits <= 18:
+                raise QuantizationError(
+                    f"{what} width {bits} is out of range 2..18",
+                    hint="the linear unit maps one product onto one 18x18 DSP multiplier",
+                )
+        if not self.weight_bits + self.act_bits <= self.acc_bits <= 48:
+            raise QuantizationError(
+                f"accumulator width {self.acc_bits} must lie in {self.weight_bits + self.act_bits}..48"
+            )
+
+    @classmethod
+    def parse(cls, preset: str) -> "Precision":
+        """Parse a preset such as ``"w8a16"`` (8-bit weights, 16-bit activations)."""
+        m = _PRESET.match(preset.strip().lower())
+        if not m:
+            raise UnknownNameError(
+                f"unknown precision preset '{preset}'",
+                hint="write it as w<weight bits>a<activation bits>, e.g. w8a16 or w16a16",
+            )
+        return cls(weight_bits=int(m.group(1)), act_bits=int(m.group(2)))
+
+    @property
+    def name(self) -> str:
+        """The preset name, e.g. ``"w8a16"``."""
+        return f"w{self.weight_bits}a{self.act_bits}"
+
+
+def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]]) -> dict[str, float]:
+    """Largest absolute value each tensor takes over the calibration samples."""
+    ranges: dict[str, float] = {}
+    count = 0
+    for sample in samples:
+        count += 1
+        for name, value in run_float(graph, sample, keep_all=True).items():
+            ranges[name] = max(ranges.get(name, 0.0), float(np.max(np.abs(value))) if value.size else 0.0)
+    if count == 0:
+        raise QuantizationError(f"no calibration samples were given for '{graph.name}'")
+    return ranges
+
+
+def quantize(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], precision: Precision) -> Graph:
+    """Assign a fixed-point format to every tensor and integer codes to every Const.
+
+    Guarantees: every op's type has a format; weights use ``weight_bits`` with the
+    finest scale holding their largest magnitude; activations use ``act_bits``
+    calibrated the same way on ``samples``; a Linear's output never has more
+    fractional bits than its accumulator (``frac_x + frac_w``), so its
+    requantization is a right shift; biases are stored in the accumulator format;
+    Output and unfused ReLU keep their operand's format. Each Const gets
+    ``attrs["codes"]``; each Linear gets ``attrs["rounding"]``.
+    """
+    ranges = calibrate(graph, samples)
+    out = graph.copy()
+    for op in out:
+        fmt = precision.overrides.get(op.name)
+        if op.kind == "Const":
+            role = _const_role(out, op.name)
+            if role == "bias":
+                continue  # set with its Linear, which fixes the accumulator format
+            bits = precision.weight_bits if role == "weight" else precision.act_bits
+            fmt = fmt or nx_.Fixed(bits, nx_.frac_for_range(ranges[op.name], bits))
+            op.attrs["codes"] = nx_.quantize(op.attrs["value"], fmt, precision.rounding)
+        elif op.kind in ("Output", "ReLU"):
+            fmt = out.op(op.inputs[0]).type.fmt
+        elif op.kind == "Linear":
+            fmt = fmt or _linear_format(out, op, ranges, precision)
+            op.attrs["rounding"] = precision.rounding
+        else:  # Input, Add
+            fmt = fmt or nx_.Fixed(precision.act_bits, nx_.frac_for_range(ranges[op.name], precision.act_bits))
+        out.replace(op.evolve(type=op.type.with_fmt(fmt)))
+    return out
+
+
+def _const_role(graph: Graph, name: str) -> str:
+    for user in graph.consumers(name):
+        op = graph.op(user)
+        if op.kind == "Linear" and name in op.inputs[1:3]:
+            return "weight" if op.inputs[1] == name else "bias"
+    return "data"
+
+
+def _linear_format(graph: Graph, op, ranges: dict[str, float], precision: Precision) -> nx_.Fixed:
+    fx = graph.op(op.inputs[0]).type.fmt
+    fw = graph.op(op.inputs[1]).type.fmt
+    acc_frac = fx.frac + fw.frac
+    acc_fmt = nx_.Fixed(precision.acc_bits, acc_frac)
+    bias = graph.op(op.inputs[2])
+    bias_max = float(np.max(np.abs(bias.attrs["value"]))) if bias.attrs["value"].size else 0.0
+    if bias_max > acc_fmt.max_value:
+        raise QuantizationError(
+            f"Linear '{op.name}': bias '{bias.name}' reaches {bias_max:.4g}, beyond the accumulator "
+            f"format {acc_fmt} (max {acc_fmt.max_value:.4g})",
+            hint="use wider accumulators or rescale the layer",
+        )
+    bias.attrs["codes"] = nx_.quantize(bias.attrs["value"], acc_fmt, precision.rounding)
+    graph.replace(bias.evolve(type=bias.type.with_fmt(acc_fmt)))
+    if len(op.inputs) == 4:
+        fr = graph.op(op.inputs[3]).type.fmt
+        if fr.frac > acc_frac:
+            raise QuantizationError(
+                f"Linear '{op.name}': residual '{op.inputs[3]}' ({fr}) is finer than the accumulator "
+                f"(frac {acc_frac})",
+                hint=f"override the residual's format to at most {acc_frac} fractional bits",
+            )
+    frac = min(nx_.frac_for_range(ranges[op.name], precision.act_bits), acc_frac)
+    return nx_.Fixed(precision.act_bits, frac)

@@ -1,0 +1,143 @@
+"""Golden executors: float64 reference and bit-exact integer execution of the quantized graph.
+
+The integer executor is the specification the RTL is checked against, bit for bit;
+its arithmetic comes from :mod:`celosia.ir.numerics` only.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from celosia.errors import GraphError, SimulationError
+from celosia.ir import numerics as nx_
+from celosia.ir.graph import Graph, Op
+
+__all__ = ["run_float", "run_int", "linear_params", "feed_inputs"]
+
+
+def feed_inputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Check ``inputs`` against the graph's Input ops and return them as float64 arrays."""
+    names = [op.name for op in graph.inputs]
+    missing = [n for n in names if n not in inputs]
+    extra = [n for n in inputs if n not in names]
+    if missing or extra:
+        raise GraphError(
+            f"graph '{graph.name}' takes inputs {names}; missing {missing}, unexpected {extra}"
+        )
+    fed = {}
+    for op in graph.inputs:
+        arr = np.asarray(inputs[op.name], dtype=np.float64)
+        if arr.shape != op.type.shape:
+            raise GraphError(
+                f"input '{op.name}' has shape {arr.shape}, the graph expects {op.type.shape}"
+            )
+        fed[op.name] = arr
+    return fed
+
+
+def run_float(graph: Graph, inputs: Mapping[str, np.ndarray], *, keep_all: bool = False) -> dict[str, np.ndarray]:
+    """Execute ``graph`` in float64.
+
+    Returns the Output tensors by name (all tensors if ``keep_all``).
+    """
+    env: dict[str, np.ndarray] = dict(feed_inputs(graph, inputs))
+    for op in graph:
+        if op.kind == "Input":
+            continue
+        args = [env[i] for i in op.inputs]
+        env[op.name] = _float_op(op, args)
+    return env if keep_all else {op.name: env[op.name] for op in graph.outputs}
+
+
+def _float_op(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    kind = op.kind
+    if kind == "Const":
+        return np.asarray(op.attrs["value"], dtype=np.float64)
+    if kind == "Linear":
+        y = args[0] @ args[1].T
+        if len(args) >= 3:
+            y = y + args[2]
+        if len(args) == 4:
+            y = y + args[3]
+        return np.maximum(y, 0.0) if op.attrs.get("activation") == "relu" else y
+    if kind == "ReLU":
+        return np.maximum(args[0], 0.0)
+    if kind == "Add":
+        return args[0] + args[1]
+    if kind == "Output":
+        return args[0]
+    raise GraphError(f"op '{op.name}': no float semantics for kind '{kind}'")
+
+
+def linear_params(graph: Graph, op: Op) -> dict:
+    """Integer parameters of a quantized Linear: shifts, rounding, formats.
+
+    ``shift = frac_x + frac_w - frac_y`` and ``res_shift = frac_x + frac_w - frac_res``.
+    """
+    fx = graph.op(op.inputs[0]).type.fmt
+    fw = graph.op(op.inputs[1]).type.fmt
+    fy = op.type.fmt
+    acc_frac = fx.frac + fw.frac
+    params = {
+        "acc_frac": acc_frac,
+        "shift": acc_frac - fy.frac,
+        "res_shift": 0,
+        "rounding": nx_.Rounding(op.attrs.get("rounding", nx_.Rounding.HALF_EVEN)),
+        "relu": op.attrs.get("activation") == "relu",
+        "out_fmt": fy,
+    }
+    if len(op.inputs) == 4:
+        params["res_shift"] = acc_frac - graph.op(op.inputs[3]).type.fmt.frac
+    return params
+
+
+def run_int(graph: Graph, inputs: Mapping[str, np.ndarray], *, keep_all: bool = False) -> dict[str, np.ndarray]:
+    """Execute a quantized graph bit-exactly on integer codes.
+
+    Float inputs are quantized to their Input formats (round half to even,
+    saturate). Returns integer codes (int64) of the Output tensors (all tensors if
+    ``keep_all``); use :func:`celosia.ir.numerics.dequantize` for their values.
+    """
+    env: dict[str, np.ndarray] = {}
+    for name, arr in feed_inputs(graph, inputs).items():
+        env[name] = nx_.quantize(arr, graph.op(name).type.fmt)
+    for op in graph:
+        if op.kind == "Input":
+            continue
+        if op.type is None or op.type.fmt is None:
+            raise SimulationError(f"op '{op.name}' ({op.kind}) is not quantized", hint="run the quantize pass")
+        args = [env[i] for i in op.inputs]
+        env[op.name] = _int_op(graph, op, args)
+    return env if keep_all else {op.name: env[op.name] for op in graph.outputs}
+
+
+def _int_op(graph: Graph, op: Op, args: list[np.ndarray]) -> np.ndarray:
+    kind = op.kind
+    fmt = op.type.fmt
+    if kind == "Const":
+        return np.asarray(op.attrs["codes"], dtype=np.int64)
+    if kind == "Linear":
+        p = linear_params(graph, op)
+        n = op.type.shape[-1]
+        bias = args[2] if len(args) >= 3 else np.zeros(n, dtype=np.int64)
+        x2 = args[0].reshape(-1, args[0].shape[-1])
+        res = args[3].reshape(-1, n) if len(args) == 4 else None
+        y = nx_.linear_int(
+            x2, args[1].T, bias, fmt, p["shift"], p["rounding"], p["relu"], res, p["res_shift"]
+        )
+        return y.reshape(op.type.shape)
+    if kind == "ReLU":
+        src = graph.op(op.inputs[0]).type.fmt
+        return nx_.requantize(np.maximum(args[0], 0), src.frac, fmt)
+    if kind == "Add":
+        fa = graph.op(op.inputs[0]).type.fmt
+        fb = graph.op(op.inputs[1]).type.fmt
+        frac = max(fa.frac, fb.frac)
+        total = nx_.shift_round(args[0], fa.frac - frac) + nx_.shift_round(args[1], fb.frac - frac)
+        return nx_.requantize(total, frac, fmt)
+    if kind == "Output":
+        src = graph.op(op.inputs[0]).type.fmt
+        return nx_.requantize(args[0], src.frac, fmt)
+    raise SimulationError(f"op '{op.name}': no integer semantics for kind '{kind}'")
