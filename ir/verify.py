@@ -24,10 +24,6 @@ def verify(graph: Graph, *, quantized: bool = False) -> Graph:
     """
     if graph.has_cycle():
         list(graph)  # raises a GraphError naming the cycle
-    if not graph.inputs:
-        raise GraphError(f"graph '{graph.name}' has no Input op")
-    if not graph.outputs:
-        raise GraphError(f"graph '{graph.name}' has no Output op")
     for op in graph:
         spec_of(op)
         if op.type is None:
@@ -41,4 +37,8 @@ def verify(graph: Graph, *, quantized: bool = False) -> Graph:
             raise GraphError(f"Output '{op.name}' is read by {graph.consumers(op.name)}")
         if quantized and op.type.fmt is None:
             raise GraphError(f"op '{op.name}' ({op.kind}) has no fixed-point format", hint="run quantize first")
+    if not graph.inputs:
+        raise GraphError(f"graph '{graph.name}' has no Input op")
+    if not graph.outputs:
+        raise GraphError(f"graph '{graph.name}' has no Output op")
     return graph

@@ -1,0 +1,251 @@
+"""The accelerator: controller, scratchpad, weight/bias memories and the linear array.
+
+The controller runs a compiled :class:`~celosia.ir.program.Program` from an on-chip
+instruction memory. For a LINEAR instruction it walks ``for n in NT: for m in M:
+for k in KT`` and issues one read per cycle of the scratchpad (X row tile), the
+weight memory (one whole ``lanes x lanes`` tile), the bias memory and, for fused
+residuals, the scratchpad's second read port. The reads land in a short staging
+FIFO that feeds the array's ``x`` and ``w`` streams; issue is throttled by credits
+(FIFO level + reads in flight), so the memories never see backpressure and the
+array receives one beat per cycle. Output beats are written back to the
+scratchpad in ``(n, m)`` order as they leave the array.
+
+Host port (the UART bridge on boards, the ctypes harness in simulation): while
+idle, ``host_addr``/``host_wdata``/``host_we`` write the scratchpad and
+``host_rdata`` returns the word at ``host_addr`` one cycle later. A ``start``
+pulse runs the program; ``busy`` is high until HALT; ``cycles`` holds the length
+of the last run in clock cycles (start to HALT, inclusive).
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from celosia.errors import HardwareGenerationError
+from celosia.hw.linear import LinearArray
+from celosia.ir.program import FIELDS, INSTR_BITS, Opcode, Program
+
+__all__ = ["Accelerator", "InstructionLayout"]
+
+#: The instruction word as an Amaranth layout, built from the one field list.
+InstructionLayout = data.StructLayout({name: bits for name, bits in FIELDS})
+
+_STAGING_DEPTH = 4
+
+
+class Accelerator(wiring.Component):
+    """The generated accelerator for one compiled program.
+
+    Parameters
+    ----------
+    program : Program
+        The compiled model; its memories become ROM contents.
+    scratch_depth : int, optional
+        Scratchpad words (default: what the program needs, rounded up to a power of two).
+
+    Attributes
+    ----------
+    word_bits : int
+        Width of a scratchpad word (``lanes * act_bits``).
+    addr_bits : int
+        Width of a scratchpad address.
+    """
+
+    def __init__(self, program: Program, scratch_depth: int | None = None):
+        self.program = program
+        lanes = program.lanes
+        need = max(program.scratch_words, 2)
+        depth = scratch_depth or 1 << math.ceil(math.log2(need))
+        if depth < program.scratch_words:
+            raise HardwareGenerationError(
+                f"scratchpad of {depth} words is smaller than the {program.scratch_words} words "
+                f"program '{program.name}' needs"
+            )
+        if depth > 1 << 16:
+            raise HardwareGenerationError(
+                f"program '{program.name}' needs {depth} scratchpad words; the address space has 65536",
+                hint="use a smaller batch",
+            )
+        self.scratch_depth = depth
+        self.word_bits = lanes * program.act_bits
+        self.addr_bits = max(1, math.ceil(math.log2(depth)))
+        self.linear = LinearArray(lanes, lanes, program.act_bits, program.weight_bits, program.acc_bits)
+        super().__init__(
+            {
+                "host_addr": In(self.addr_bits),
+                "host_wdata": In(self.word_bits),
+                "host_we": In(1),
+                "host_rdata": Out(self.word_bits),
+                "start": In(1),
+                "busy": Out(1),
+                "cycles": Out(32),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        prog = self.program
+        lanes = prog.lanes
+        m.submodules.linear = linear = self.linear
+
+        # ---- memories -----------------------------------------------------------------
+        m.submodules.imem = imem = Memory(
+            shape=INSTR_BITS, depth=len(prog.instructions), init=[i.encode() for i in prog.instructions]
+        )
+        m.submodules.wmem = wmem = Memory(
+            shape=lanes * lanes * prog.weight_bits, depth=max(len(prog.weight_words), 1), init=prog.weight_words
+        )
+        m.submodules.bmem = bmem = Memory(
+            shape=lanes * prog.acc_bits, depth=max(len(prog.bias_words), 1), init=prog.bias_words
+        )
+        m.submodules.scratch = scratch = Memory(shape=self.word_bits, depth=self.scratch_depth, init=[])
+        i_rd = imem.read_port()
+        w_rd = wmem.read_port()
+        b_rd = bmem.read_port()
+        x_rd = scratch.read_port()  # X tiles while running, host reads while idle
+        r_rd = scratch.read_port()  # residual tiles
+        s_wr = scratch.write_port()  # Y tiles while running, host writes while idle
+
+        # ---- controller state ----------------------------------------------------------
+        pc = Signal(range(max(len(prog.instructions), 2)))
+        ins = Signal(InstructionLayout)
+        busy = Signal()
+        cycles = Signal(32)
+        m.d.comb += [self.busy.eq(busy), self.cycles.eq(cycles)]
+        with m.If(busy):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        # issue loop counters and running addresses
+        k = Signal(10)
+        mi = Signal(16)
+        n = Signal(10)
+        x_row = Signal(16)  # x_addr + m*kt
+        w_row = Signal(16)  # w_addr + n*kt
+        r_ptr = Signal(16)  # r_addr + m*nt + n
+        issuing = Signal()
+        # write-back counters
+        wm = Signal(16)
+        wn = Signal(10)
+        y_ptr = Signal(16)  # y_addr + wm*nt + wn
+        writing = Signal()
+
+        # ---- staging FIFO between the memories and the array ---------------------------
+        entry = data.StructLayout({"x": linear.x.payload.shape(), "w": linear.w.payload.shape()})
+        m.submodules.staging = staging = SyncFIFO(width=entry.size, depth=_STAGING_DEPTH)
+        pending = Signal()  # a read issued last cycle lands in the FIFO this cycle
+        pend_first = Signal()
+        pend_last = Signal()
+        can_issue = Signal()
+        issue = Signal()
+        m.d.comb += [
+            can_issue.eq(staging.level + pending < _STAGING_DEPTH),
+            issue.eq(issuing & can_issue),
+        ]
+        m.d.sync += [pending.eq(issue), pend_first.eq(k == 0), pend_last.eq(k == ins.kt - 1)]
+
+        incoming = Signal(entry)
+        m.d.comb += [
+            incoming.x.x.eq(x_rd.data),
+            incoming.x.bias.eq(b_rd.data),
+            incoming.x.res.eq(r_rd.data),
+            incoming.x.first.eq(pend_first),
+            incoming.x.last.eq(pend_last),
+            incoming.w.eq(w_rd.data),
+            staging.w_data.eq(incoming),
+            staging.w_en.eq(pending),
+        ]
+        outgoing = data.View(entry, staging.r_data)
+        m.d.comb += [
+            linear.x.payload.eq(outgoing.x),
+            linear.w.payload.eq(outgoing.w),
+            linear.x.valid.eq(staging.r_rdy),
+            linear.w.valid.eq(staging.r_rdy),
+            staging.r_en.eq(staging.r_rdy & linear.x.ready & linear.w.ready),
+        ]
+        m.d.comb += [
+            linear.cfg.shift.eq(ins.shift),
+            linear.cfg.res_shift.eq(ins.res_shift),
+            linear.cfg.rounding.eq(ins.rounding),
+            linear.cfg.relu.eq(ins.relu),
+            linear.cfg.residual.eq(ins.residual),
+            linear.cfg.out_bits.eq(ins.out_bits),
+        ]
+
+        # ---- memory addressing -----------------------------------------------------------
+        m.d.comb += [
+            i_rd.addr.eq(pc),
+            w_rd.addr.eq(w_row + k),
+            b_rd.addr.eq(ins.b_addr + n),
+            r_rd.addr.eq(r_ptr),
+        ]
+        with m.If(busy):
+            m.d.comb += x_rd.addr.eq(x_row + k)
+        with m.Else():
+            m.d.comb += x_rd.addr.eq(self.host_addr)
+        m.d.comb += self.host_rdata.eq(x_rd.data)
+
+        # ---- issue loop: for n: for m: for k --------------------------------------------
+        with m.If(issue):
+            with m.If(k == ins.kt - 1):
+                m.d.sync += k.eq(0)
+                with m.If(mi == ins.m - 1):
+                    m.d.sync += [mi.eq(0), x_row.eq(ins.x_addr), r_ptr.eq(ins.r_addr + n + 1)]
+                    m.d.sync += [n.eq(n + 1), w_row.eq(w_row + ins.kt)]
+                    with m.If(n == ins.nt - 1):
+                        m.d.sync += issuing.eq(0)
+                with m.Else():
+                    m.d.sync += [mi.eq(mi + 1), x_row.eq(x_row + ins.kt), r_ptr.eq(r_ptr + ins.nt)]
+            with m.Else():
+                m.d.sync += k.eq(k + 1)
+
+        # ---- write-back: Y tiles in (n, m) order -----------------------------------------
+        m.d.comb += linear.y.ready.eq(1)
+        with m.If(busy):
+            m.d.comb += [
+                s_wr.addr.eq(y_ptr),
+                s_wr.data.eq(linear.y.payload),
+                s_wr.en.eq(linear.y.valid & writing),
+            ]
+        with m.Else():
+            m.d.comb += [s_wr.addr.eq(self.host_addr), s_wr.data.eq(self.host_wdata), s_wr.en.eq(self.host_we)]
+        with m.If(linear.y.valid & writing):
+            with m.If(wm == ins.m - 1):
+                m.d.sync += [wm.eq(0), wn.eq(wn + 1), y_ptr.eq(ins.y_addr + wn + 1)]
+                with m.If(wn == ins.nt - 1):
+                    m.d.sync += writing.eq(0)
+            with m.Else():
+                m.d.sync += [wm.eq(wm + 1), y_ptr.eq(y_ptr + ins.nt)]
+
+        # ---- sequencing ----------------------------------------------------------------
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [busy.eq(1), pc.eq(0), cycles.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):  # i_rd.addr = pc; the word arrives next cycle
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                word = data.View(InstructionLayout, i_rd.data)
+                m.d.sync += ins.eq(i_rd.data)
+                with m.If(word.opcode == Opcode.LINEAR):
+                    m.d.sync += [
+                        k.eq(0), mi.eq(0), n.eq(0),
+                        x_row.eq(word.x_addr), w_row.eq(word.w_addr), r_ptr.eq(word.r_addr),
+                        wm.eq(0), wn.eq(0), y_ptr.eq(word.y_addr),
+                        issuing.eq(1), writing.eq(1),
+                    ]
+                    m.next = "RUN"
+                with m.Else():  # HALT (and any unknown opcode) stops the run
+                    m.d.sync += busy.eq(0)
+                    m.next = "IDLE"
+            with m.State("RUN"):
+                with m.If(~issuing & ~writing):
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+        return m

@@ -1,0 +1,180 @@
+"""The accelerator's instruction set and the compiled program.
+
+A :class:`Program` is what the scheduler emits and the controller runs: a list of
+fixed-width instructions plus the contents of the weight and bias memories and a
+map of where every tensor lives in the scratchpad. The encoding is defined once,
+here, as an ordered field list; the hardware decoder builds its layout from
+:data:`FIELDS`, so the two cannot drift apart. docs/isa.md describes it for users.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from enum import IntEnum
+
+import numpy as np
+
+from celosia.errors import ScheduleError
+from celosia.ir.numerics import Fixed
+
+__all__ = ["Opcode", "FIELDS", "INSTR_BITS", "Instruction", "TensorPlacement", "Program", "pack_words", "unpack_words"]
+
+
+class Opcode(IntEnum):
+    """Instruction opcodes. New units add opcodes here."""
+
+    HALT = 0  # stop; the controller drops busy and the cycle counter freezes
+    LINEAR = 1  # Y = epilogue(X @ W + b [+ R]) on the linear array
+
+
+#: Instruction fields, least significant first: (name, bits).
+FIELDS: list[tuple[str, int]] = [
+    ("opcode", 4),
+    ("x_addr", 16),  # scratchpad word address of the input X (M x KT words)
+    ("y_addr", 16),  # scratchpad word address of the output Y (M x NT words)
+    ("r_addr", 16),  # scratchpad word address of the residual R (M x NT words)
+    ("w_addr", 16),  # weight memory address of the first weight tile (NT x KT tiles)
+    ("b_addr", 16),  # bias memory address of the first bias word (NT words)
+    ("m", 16),  # rows
+    ("kt", 10),  # input tiles (ceil(K / lanes))
+    ("nt", 10),  # output tiles (ceil(N / lanes))
+    ("shift", 6),  # requantizing right shift: frac_x + frac_w - frac_y
+    ("res_shift", 6),  # residual left shift: frac_x + frac_w - frac_r
+    ("rounding", 2),  # Rounding.code
+    ("relu", 1),
+    ("residual", 1),
+    ("out_bits", 5),  # saturate to a signed out_bits-bit range
+]
+
+#: Width of one encoded instruction (fields padded to a multiple of 32 bits).
+INSTR_BITS = 32 * math.ceil(sum(b for _, b in FIELDS) / 32)
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One decoded instruction; every field of :data:`FIELDS` as an int."""
+
+    opcode: int = Opcode.HALT
+    x_addr: int = 0
+    y_addr: int = 0
+    r_addr: int = 0
+    w_addr: int = 0
+    b_addr: int = 0
+    m: int = 0
+    kt: int = 0
+    nt: int = 0
+    shift: int = 0
+    res_shift: int = 0
+    rounding: int = 0
+    relu: int = 0
+    residual: int = 0
+    out_bits: int = 0
+    comment: str = field(default="", compare=False)
+
+    def encode(self) -> int:
+        """The instruction as an integer of :data:`INSTR_BITS` bits."""
+        word, pos = 0, 0
+        for name, bits in FIELDS:
+            value = int(getattr(self, name))
+            if not 0 <= value < (1 << bits):
+                raise ScheduleError(
+                    f"instruction field {name}={value} does not fit in {bits} bits ({self.comment})",
+                    hint="the layer is too large for the instruction format; split it or use a larger board",
+                )
+            word |= value << pos
+            pos += bits
+        return word
+
+    @classmethod
+    def decode(cls, word: int) -> "Instruction":
+        """Inverse of :meth:`encode`."""
+        values, pos = {}, 0
+        for name, bits in FIELDS:
+            values[name] = (word >> pos) & ((1 << bits) - 1)
+            pos += bits
+        return cls(**values)
+
+    def __str__(self) -> str:
+        op = Opcode(self.opcode).name
+        if self.opcode == Opcode.HALT:
+            return "HALT"
+        parts = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)[1:] if f.name != "comment"]
+        return f"{op:<7}{' '.join(parts)}" + (f"  ; {self.comment}" if self.comment else "")
+
+
+@dataclass(frozen=True)
+class TensorPlacement:
+    """Where a tensor lives in the scratchpad: ``rows x tiles`` words from ``addr``.
+
+    Element ``(m, d)`` is lane ``d % lanes`` of word ``addr + m * tiles + d // lanes``.
+    """
+
+    name: str
+    addr: int
+    rows: int
+    tiles: int
+    shape: tuple[int, ...]
+    fmt: Fixed
+
+    @property
+    def words(self) -> int:
+        return self.rows * self.tiles
+
+
+@dataclass
+class Program:
+    """A compiled model: instructions, memory images and the tensor map."""
+
+    name: str
+    lanes: int
+    act_bits: int
+    weight_bits: int
+    acc_bits: int
+    instructions: list[Instruction]
+    weight_words: list[int]
+    bias_words: list[int]
+    scratch_words: int
+    inputs: dict[str, TensorPlacement]
+    outputs: dict[str, TensorPlacement]
+    macs: int  # useful multiply-accumulates per run (unpadded shapes)
+    padded_macs: int  # MACs the array performs, padding included
+
+    @property
+    def ideal_cycles(self) -> float:
+        """Useful MACs divided by the array's MACs per cycle."""
+        return self.macs / (self.lanes * self.lanes)
+
+    def listing(self) -> str:
+        """A human-readable assembly listing."""
+        return "\n".join(f"{i:4d}: {ins}" for i, ins in enumerate(self.instructions))
+
+
+def pack_words(codes: np.ndarray, placement: TensorPlacement, lanes: int, bits: int) -> list[int]:
+    """Pack a tensor's integer codes into scratchpad words (two's complement lanes)."""
+    rows, tiles = placement.rows, placement.tiles
+    flat = np.zeros((rows, tiles * lanes), dtype=np.int64)
+    codes = np.asarray(codes, dtype=np.int64).reshape(rows, -1)
+    flat[:, : codes.shape[1]] = codes
+    mask = (1 << bits) - 1
+    words = []
+    for r in range(rows):
+        for t in range(tiles):
+            word = 0
+            for lane in range(lanes):
+                word |= (int(flat[r, t * lanes + lane]) & mask) << (lane * bits)
+            words.append(word)
+    return words
+
+
+def unpack_words(words: list[int], placement: TensorPlacement, lanes: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_words`: signed codes shaped like the tensor."""
+    mask = (1 << bits) - 1
+    out = np.zeros((placement.rows, placement.tiles * lanes), dtype=np.int64)
+    for i, word in enumerate(words):
+        r, t = divmod(i, placement.tiles)
+        for lane in range(lanes):
+            v = (word >> (lane * bits)) & mask
+            out[r, t * lanes + lane] = v - (1 << bits) if v >> (bits - 1) else v
+    n = placement.shape[-1]
+    return out[:, :n].reshape(placement.shape)

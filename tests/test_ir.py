@@ -1,0 +1,139 @@
+"""IR, passes, quantization, golden executors and the scheduler."""
+
+import numpy as np
+import pytest
+
+from celosia.errors import GraphError, ScheduleError, UnknownNameError, QuantizationError
+from celosia.frontend.builder import GraphBuilder
+from celosia.frontend.zoo import get_model, list_models
+from celosia.ir.graph import Graph, Op
+from celosia.ir.numerics import Fixed, dequantize
+from celosia.ir.passes import fuse_epilogues, infer_shapes, canonicalize
+from celosia.ir.pipeline import lower
+from celosia.ir.program import INSTR_BITS, Instruction, Opcode, TensorPlacement, pack_words, unpack_words
+from celosia.ir.quantize import Precision
+from celosia.ir.schedule import schedule
+from celosia.ir.types import TensorType
+from celosia.ir.verify import verify
+from celosia.sim.golden import run_float, run_int
+
+
+def residual_mlp(seed=0, batch=3):
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("resmlp")
+    x = b.input("x", (batch, 20))
+    h = b.linear(x, rng.normal(0, 0.3, (20, 20)), rng.normal(0, 0.1, 20), name="fc1")
+    h = b.relu(b.add(h, x, name="res"), name="act")
+    y = b.linear(h, rng.normal(0, 0.3, (5, 20)), name="fc2")
+    b.output(y, "y")
+    return b.build()
+
+
+def samples(shape, count=8, seed=1):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.uniform(-1, 1, shape)} for _ in range(count)]
+
+
+def test_builder_shape_mismatch_names_both_tensors():
+    b = GraphBuilder("bad")
+    x = b.input("x", (1, 8))
+    with pytest.raises(GraphError, match=r"input 'x' has shape \(1, 8\) but weight 'fc.weight' has shape \(4, 9\)"):
+        b.linear(x, np.zeros((4, 9)), name="fc")
+    y = b.input("y", (1, 9))
+    with pytest.raises(GraphError, match=r"'x' \(1, 8\) and 'y' \(1, 9\)"):
+        b.add(x, y)
+
+
+def test_verifier_names_the_node():
+    g = Graph("g")
+    g.add(Op("x", "Input", attrs={"shape": (2,)}, type=TensorType((2,))))
+    g.add(Op("weird", "Conv3d", ("x",), type=TensorType((2,))))
+    with pytest.raises(GraphError, match="'weird' has unknown kind 'Conv3d'"):
+        verify(g)
+    g2 = Graph("g2")
+    g2.add(Op("x", "Input", attrs={"shape": (2,)}, type=TensorType((2,))))
+    g2.add(Op("r", "ReLU", ("x",), type=TensorType((3,))))
+    g2.add(Op("o", "Output", ("r",), type=TensorType((3,))))
+    with pytest.raises(GraphError, match=r"'r' \(ReLU\) is typed \(3,\)"):
+        verify(g2)
+    with pytest.raises(GraphError, match="reads 'nope'"):
+        g2.add(Op("z", "ReLU", ("nope",)))
+
+
+def test_passes_do_not_mutate_and_preserve_float_semantics():
+    g = residual_mlp()
+    before = str(g)
+    fused = fuse_epilogues(canonicalize(infer_shapes(g)))
+    assert str(g) == before
+    assert [op.kind for op in fused if op.kind not in ("Const",)] == ["Input", "Linear", "Linear", "Output"]
+    fc1 = fused.op("fc1")
+    assert fc1.attrs["activation"] == "relu" and fc1.inputs[3] == "x"
+    for s in samples((3, 20)):
+        np.testing.assert_allclose(run_float(fused, s)["y"], run_float(g, s)["y"], rtol=1e-12)
+
+
+def test_quantized_golden_within_bound_of_float():
+    g = residual_mlp()
+    q = lower(g, samples((3, 20)), Precision.parse("w16a16"))
+    fmt = q.op("y").type.fmt
+    for s in samples((3, 20), seed=5):
+        err = np.max(np.abs(dequantize(run_int(q, s)["y"], fmt) - run_float(g, s)["y"]))
+        assert err < 4e-3
+    q8 = lower(g, samples((3, 20)), Precision.parse("w8a16"))
+    assert q8.op("fc1.weight").type.fmt.bits == 8
+    assert q8.op("fc1.bias").type.fmt == Fixed(40, q8.op("x").type.fmt.frac + q8.op("fc1.weight").type.fmt.frac)
+
+
+def test_precision_presets():
+    assert Precision.parse("W8A16").name == "w8a16"
+    with pytest.raises(UnknownNameError, match="w8a16"):
+        Precision.parse("int8")
+    with pytest.raises(QuantizationError, match="out of range 2..18"):
+        Precision.parse("w32a16")
+
+
+def test_instruction_encoding_roundtrip():
+    ins = Instruction(opcode=Opcode.LINEAR, x_addr=5, y_addr=65535, m=7, kt=3, nt=1023, shift=63, relu=1, out_bits=16)
+    assert Instruction.decode(ins.encode()) == ins
+    assert ins.encode() < 1 << INSTR_BITS
+    with pytest.raises(ScheduleError, match="kt=1024"):
+        Instruction(opcode=1, kt=1024, comment="big").encode()
+
+
+def test_pack_unpack_roundtrip():
+    place = TensorPlacement("t", 0, 3, 2, (3, 7), Fixed(16, 8))
+    codes = np.random.default_rng(0).integers(-(2**15), 2**15, size=(3, 7))
+    words = pack_words(codes, place, 4, 16)
+    assert len(words) == 6
+    np.testing.assert_array_equal(unpack_words(words, place, 4, 16), codes)
+
+
+def test_schedule_mlp_tiny():
+    model = get_model("mlp-tiny")
+    q = lower(model.build(1), model.samples(4), Precision.parse("w8a16"))
+    prog = schedule(q, 8)
+    ops = [Opcode(i.opcode) for i in prog.instructions]
+    assert ops == [Opcode.LINEAR] * 3 + [Opcode.HALT]
+    assert prog.macs == 64 * 128 + 128 * 64 + 64 * 10 and prog.ideal_cycles == prog.macs / 64
+    assert len(prog.weight_words) == 8 * 16 + 16 * 8 + 8 * 2
+    # every live tensor region is disjoint from the one being written
+    first = prog.instructions[0]
+    assert first.y_addr >= first.x_addr + 8 or first.y_addr + 16 <= first.x_addr
+
+
+def test_schedule_rejects_unfusable_ops():
+    b = GraphBuilder("nofuse")
+    x = b.input("x", (1, 4))
+    h = b.relu(x, name="lonely_relu")
+    b.output(b.linear(h, np.eye(4)), "y")
+    q = lower(b.build(), samples((1, 4)), Precision())
+    with pytest.raises(ScheduleError, match="'lonely_relu' \\(ReLU\\) cannot be mapped"):
+        schedule(q, 4)
+
+
+def test_zoo():
+    assert {m.name for m in list_models()} >= {"mlp-tiny"}
+    with pytest.raises(UnknownNameError, match="mlp-tiny"):
+        get_model("resnet")
+    g = get_model("mlp-tiny").build(2)
+    assert g.op("x").type.shape == (2, 64) and g.op("logits").type.shape == (2, 10)
