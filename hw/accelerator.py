@@ -231,8 +231,8 @@ class Accelerator(wiring.Component):
             with m.State("FETCH"):  # i_rd.addr = pc; the word arrives next cycle
                 m.next = "DECODE"
             with m.State("DECODE"):
-                word = data.View(InstructionLayout, i_rd.data)
-                m.d.sync += ins.eq(i_rd.data)
+                word = data.View(InstructionLayout, i_rd.data[: InstructionLayout.size])
+                m.d.sync += ins.eq(word)
                 with m.If(word.opcode == Opcode.LINEAR):
                     m.d.sync += [
                         k.eq(0), mi.eq(0), n.eq(0),

@@ -1,0 +1,161 @@
+"""The ``celosia`` command line: compile | sim | boards | zoo.
+
+Errors a user can cause are printed as one message with a hint, without a
+traceback, and the exit status is non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.table import Table
+
+from celosia.errors import CelosiaError
+
+__all__ = ["main"]
+
+console = Console(stderr=True)
+out = Console()
+
+
+@contextmanager
+def _status():
+    """A rich spinner whose text follows the flow's progress messages."""
+    with console.status("starting") as status:
+        def say(message: str) -> None:
+            console.print(f"[dim]•[/] {message}", highlight=False)
+            status.update(message)
+        yield say
+
+
+def _fmt(v, spec=".3g"):
+    return "—" if v is None else format(v, spec)
+
+
+def _summary(report: dict) -> None:
+    t = Table(title=f"{report['model']} on {report['board']} ({report['quant']}, {report['lanes']}x{report['lanes']} array)")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("cycles per inference", f"{report['cycles']} (ideal {report['ideal_cycles']:.0f}, x{report['cycles_over_ideal']:.2f})")
+    t.add_row("RTL == golden (bit-exact)", f"{report['rtl_matches_golden']} on {report['samples']} samples")
+    t.add_row("max abs error vs float", _fmt(report["max_abs_err_vs_float"]))
+    fmax = report["fmax_mhz"]
+    t.add_row("Fmax (post-route)", "not built" if fmax is None else f"{fmax:.1f} MHz (target {report['target_mhz']:.0f} MHz, {'met' if report['timing_met'] else 'MISSED'})")
+    for name, r in report["resources"].items():
+        if isinstance(r, dict) and "used" in r:
+            pct = 100 * r["used"] / r["available"] if r["available"] else 0
+            src = " (estimate)" if r.get("source") == "estimate" else ""
+            t.add_row(name.upper(), f"{r['used']} / {r['available']} ({pct:.1f} %){src}")
+    out.print(t)
+
+
+def _cmd_compile(args) -> int:
+    import celosia
+
+    with _status() as say:
+        report = celosia.compile(
+            args.model, args.board, args.output, quant=args.quant, bitstream=not args.no_bitstream,
+            force=args.force, batch=args.batch, samples=args.samples, progress=say,
+        )
+    _summary(report)
+    out.print(f"report: {args.output}/report.json")
+    return 0
+
+
+def _cmd_sim(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import celosia
+
+    with _status() as say:
+        say("lowering and quantizing")
+        prep = celosia.prepare(args.model, args.board, quant=args.quant, batch=args.batch)
+        say(f"simulating the RTL on Verilator ({args.samples} samples)")
+        with tempfile.TemporaryDirectory() as tmp:
+            result = celosia.simulate(prep, Path(tmp), samples=args.samples)
+    prog = prep["program"]
+    result.update(ideal_cycles=prog.ideal_cycles, model=prog.name, board=prep["board"].name, lanes=prog.lanes)
+    result.pop("verilog")
+    out.print_json(json.dumps(result))
+    return 0 if result["rtl_matches_golden"] else 1
+
+
+def _cmd_boards(args) -> int:
+    from celosia.boards.registry import list_boards
+
+    t = Table(title="boards")
+    for col in ("name", "device", "LUT", "FF", "DSP", "BRAM", "clock", "toolchain"):
+        t.add_column(col)
+    for b in list_boards():
+        r = b.resources
+        t.add_row(b.name, b.device, str(r.lut), str(r.ff), str(r.dsp), str(r.bram), f"{b.target_mhz:g} MHz", b.toolchain)
+    out.print(t)
+    return 0
+
+
+def _cmd_zoo(args) -> int:
+    from celosia.frontend.zoo import list_models
+
+    t = Table(title="model zoo")
+    t.add_column("name")
+    t.add_column("description")
+    for m in list_models():
+        t.add_row(m.name, m.description)
+    out.print(t)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="celosia", description="Compile ML models to FPGA accelerators.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_args(sp):
+        sp.add_argument("model", help="zoo model name (see `celosia zoo`)")
+        sp.add_argument("--board", default="ulx3s-85f", help="target board (see `celosia boards`)")
+        sp.add_argument("--quant", default="w8a16", help="precision preset, e.g. w8a16, w16a16")
+        sp.add_argument("--batch", type=int, default=1, help="rows per inference")
+        sp.add_argument("--samples", type=int, default=8, help="test inputs checked RTL vs golden")
+
+    c = sub.add_parser("compile", help="model -> verified RTL -> bitstream")
+    model_args(c)
+    c.add_argument("-o", "--output", required=True, help="output folder (must not exist)")
+    c.add_argument("--no-bitstream", action="store_true", help="stop after RTL simulation")
+    c.add_argument("--force", action="store_true", help="replace an existing output folder")
+    c.set_defaults(run=_cmd_compile)
+    s = sub.add_parser("sim", help="simulate the generated RTL against the golden model")
+    model_args(s)
+    s.set_defaults(run=_cmd_sim)
+    sub.add_parser("boards", help="list supported boards").set_defaults(run=_cmd_boards)
+    sub.add_parser("zoo", help="list built-in models").set_defaults(run=_cmd_zoo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``celosia`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CelosiaError as exc:
+        console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            console.print(f"  [bold]hint:[/] {exc.hint}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    except Exception as exc:  # a bug, not a user error: still no traceback unless asked for
+        if os.environ.get("CELOSIA_DEBUG"):
+            raise
+        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        console.print("  [bold]hint:[/] rerun with CELOSIA_DEBUG=1 for a traceback and report it", highlight=False)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
