@@ -38,6 +38,8 @@ __all__ = [
     "sat_add",
     "mac",
     "frac_for_range",
+    "linear_int",
+    "linear_error_bound",
 ]
 
 _MAX_BITS = 62
@@ -320,3 +322,32 @@ def linear_int(
         acc = acc + (_as_int64(residual) << np.int64(res_shift))
     y = saturate(shift_round(acc, shift, rounding), out_fmt)
     return np.maximum(y, 0) if relu else y
+
+
+def linear_error_bound(x, w, x_fmt: Fixed, w_fmt: Fixed, out_fmt: Fixed, rounding: Rounding) -> np.ndarray:
+    """Worst-case |quantized - float| of a Linear whose float inputs are ``x`` and ``w``.
+
+    With ``x``, ``w`` and the bias each rounded to nearest (error ≤ half an LSB of
+    their format; the bias is held in the accumulator format), and no saturation::
+
+        |err| ≤ r·lsb_y + Σ_k (|x_k|·lsb_w/2 + |w_k|·lsb_x/2 + lsb_x·lsb_w/4) + lsb_x·lsb_w/2
+
+    where ``r`` is 1/2 for the round-to-nearest modes and 1 for floor. ReLU and a
+    residual already in its format do not add to it. This is the stated bound of
+    level 2 (golden vs float) for the linear unit.
+
+    Parameters
+    ----------
+    x : ndarray, shape (M, K)
+    w : ndarray, shape (K, N)
+
+    Returns
+    -------
+    ndarray, shape (M, N)
+    """
+    x = np.abs(np.asarray(x, dtype=np.float64))
+    w = np.abs(np.asarray(w, dtype=np.float64))
+    k = x.shape[-1]
+    r = 1.0 if rounding is Rounding.FLOOR else 0.5
+    lx, lw = x_fmt.lsb, w_fmt.lsb
+    return r * out_fmt.lsb + (x.sum(-1, keepdims=True) * lw / 2) + (w.sum(0) * lx / 2) + k * lx * lw / 4 + lx * lw / 2

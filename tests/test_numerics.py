@@ -121,3 +121,24 @@ def test_format_limits_and_names():
         nm.quantize(np.array([np.inf]), f)
     with pytest.raises(QuantizationError, match="non-negative shifts"):
         nm.linear_int(np.zeros((1, 1), int), np.zeros((1, 1), int), np.zeros(1, int), f, -1)
+
+
+@settings(max_examples=60)
+@given(st.integers(1, 4), st.integers(1, 40), st.integers(1, 8), roundings, st.integers(0, 2**32 - 1),
+       st.sampled_from([(8, 16), (16, 16), (4, 8)]))
+def test_linear_error_bound_holds(m, k, n, rounding, seed, widths):
+    """Level 2: the bit-exact Linear stays within the stated bound of the float result."""
+    wb, ab = widths
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (m, k))
+    w = rng.normal(0, 1 / np.sqrt(k), (k, n))
+    b = rng.normal(0, 0.1, n)
+    fx = Fixed(ab, nm.frac_for_range(1.0, ab))
+    fw = Fixed(wb, nm.frac_for_range(np.abs(w).max(), wb))
+    y = x @ w + b
+    fy = Fixed(ab, min(nm.frac_for_range(np.abs(y).max(), ab), fx.frac + fw.frac))
+    acc = Fixed(40, fx.frac + fw.frac)
+    got = nm.linear_int(nm.quantize(x, fx), nm.quantize(w, fw), nm.quantize(b, acc), fy,
+                        fx.frac + fw.frac - fy.frac, rounding)
+    err = np.abs(nm.dequantize(got, fy) - y)
+    assert np.all(err <= nm.linear_error_bound(x, w, fx, fw, fy, rounding) * (1 + 1e-12))
