@@ -10,7 +10,7 @@ member                direction  meaning
 ``host_we``           in         write strobe
 ``host_rdata``        out        read data, valid the cycle after ``host_addr`` (synchronous)
 ``start``             in         one-cycle start pulse
-``busy``              out        high while running (rises no later than the cycle after start)
+``busy``              out        high while running (high by the 2nd cycle after ``start``)
 ``cycles``            out        32-bit cycle counter
 ``word_bits``         attribute  scratchpad word width
 ``addr_bits``         attribute  scratchpad address width
@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth.hdl import ClockDomain, Elaboratable, Instance, Module, Signal
-from amaranth.lib import cdc, wiring
+from amaranth.lib import cdc, io, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from celosia.boards.registry import Board, get_board
@@ -35,7 +35,7 @@ from celosia.errors import HardwareGenerationError
 from celosia.hw.host_bridge import UartBridge
 
 __all__ = ["HOST_PORTS", "attach_bridge", "EcpPllConfig", "ecp5_pll_config", "BoardTop",
-           "SimTop"]
+           "SimTop", "ScratchpadCore"]
 
 #: Core members the bridge connects to, as (core member, bridge member, core drives it).
 HOST_PORTS = (
@@ -196,7 +196,9 @@ class BoardTop(Elaboratable):
                 hint="use SimTop for simulation, or build with celosia.boards.build_bitstream")
         m = Module()
         m.domains.sync = cd_sync = ClockDomain("sync")
-        clk_in = platform.request(platform.default_clk, 0).i
+        m.submodules.clk_buf = clk_buf = io.Buffer(
+            "i", platform.request(platform.default_clk, 0, dir="-"))
+        clk_in = clk_buf.i
 
         if self.board.family == "ecp5":
             pll = self.pll
@@ -219,7 +221,8 @@ class BoardTop(Elaboratable):
                 i_PLLWAKESYNC=0, i_ENCLKOP=0,
                 o_CLKOP=cd_sync.clk, o_LOCK=locked,
             )
-            platform.add_clock_constraint(cd_sync.clk, pll.f_out_mhz * 1e6)
+            # No explicit constraint on the output: nextpnr derives it from the oscillator's and
+            # the dividers ("Derived frequency constraint of 100.0 MHz").
             # Hold the design in reset until the PLL has locked.
             m.submodules.reset_sync = cdc.ResetSynchronizer(~locked, domain="sync")
         else:
@@ -236,10 +239,12 @@ class BoardTop(Elaboratable):
             m.submodules.reset_sync = cdc.ResetSynchronizer(~por_done, domain="sync")
 
         bridge = attach_bridge(m, self.core, self.divisor, rx_fifo_depth=self.rx_fifo_depth)
-        uart = platform.request("uart", 0)
-        m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
-        led = platform.request("led", 0)
-        m.d.comb += led.o.eq(self.core.busy)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.d.comb += [bridge.rx.eq(rx_buf.i), tx_buf.o.eq(bridge.tx)]
+        m.submodules.led_buf = led_buf = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.d.comb += led_buf.o.eq(self.core.busy)
         return m
 
 
@@ -282,4 +287,93 @@ class SimTop(wiring.Component):
         bridge = attach_bridge(m, self.core, self.divisor, rx_fifo_depth=self.rx_fifo_depth)
         m.d.comb += [bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx),
                      self.busy.eq(self.core.busy)]
+        return m
+
+
+class ScratchpadCore(wiring.Component):
+    """A tiny core with the host-port contract, for board bring-up and flow tests.
+
+    It holds ``2**addr_bits`` words in a :class:`amaranth.lib.memory.Memory`. On ``start`` it
+    walks the whole scratchpad and replaces every word ``x`` by ``x + 1`` (two cycles per word)
+    or, with ``square=True``, by ``x * x + 1`` modulo ``2**word_bits`` (four cycles per word,
+    with registers before and after the multiplier), then drops ``busy``. ``cycles`` counts the
+    cycles of the last run. While busy the host port is ignored.
+
+    Parameters
+    ----------
+    word_bits : int
+        Word width.
+    addr_bits : int
+        Address width (the scratchpad holds ``2**addr_bits`` words).
+    square : bool, optional
+        Square the words (uses a hard multiplier) instead of incrementing them.
+
+    Attributes
+    ----------
+    host_addr, host_wdata, host_we : In
+        Host write / read address port.
+    host_rdata : Out(word_bits)
+        Synchronous read data.
+    start : In(1)
+        Start pulse.
+    busy : Out(1)
+        Running.
+    cycles : Out(32)
+        Length of the last run in cycles.
+    """
+
+    def __init__(self, word_bits: int = 16, addr_bits: int = 6, *, square: bool = False):
+        self.word_bits = word_bits
+        self.addr_bits = addr_bits
+        self.square = square
+        super().__init__({
+            "host_addr": In(addr_bits),
+            "host_wdata": In(word_bits),
+            "host_we": In(1),
+            "host_rdata": Out(word_bits),
+            "start": In(1),
+            "busy": Out(1),
+            "cycles": Out(32),
+        })
+
+    @property
+    def run_cycles(self) -> int:
+        """Length of a run in cycles."""
+        return (4 if self.square else 2) * 2**self.addr_bits
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(shape=self.word_bits, depth=2**self.addr_bits,
+                                               init=[])
+        rd = mem.read_port()
+        wr = mem.write_port()
+
+        ptr = Signal(self.addr_bits)
+        last = 3 if self.square else 1
+        # inc:    0: address presented, 1: data back, write x + 1.
+        # square: 0: address presented, 1: data back into a register, 2: multiply into a
+        #         register, 3: write. Block-RAM outputs are slow (5.6 ns clock-to-out on an
+        #         ECP5-6 DP16KD): a register before and after the multiplier keeps 100 MHz.
+        phase = Signal(range(last + 1))
+        result = Signal(self.word_bits)
+        if self.square:
+            operand = Signal(self.word_bits)
+            m.d.sync += [operand.eq(rd.data), result.eq(operand * operand + 1)]
+        else:
+            m.d.comb += result.eq(rd.data + 1)
+
+        m.d.comb += self.host_rdata.eq(rd.data)
+        with m.If(self.busy):
+            m.d.comb += [rd.addr.eq(ptr), wr.addr.eq(ptr), wr.data.eq(result),
+                         wr.en.eq(phase == last)]
+            m.d.sync += [self.cycles.eq(self.cycles + 1), phase.eq(phase + 1)]
+            with m.If(phase == last):
+                m.d.sync += [ptr.eq(ptr + 1), phase.eq(0)]
+                with m.If(ptr == 2**self.addr_bits - 1):
+                    m.d.sync += self.busy.eq(0)
+        with m.Else():
+            m.d.comb += [rd.addr.eq(self.host_addr), wr.addr.eq(self.host_addr),
+                         wr.data.eq(self.host_wdata), wr.en.eq(self.host_we)]
+            with m.If(self.start):
+                m.d.sync += [self.busy.eq(1), ptr.eq(0), phase.eq(0), self.cycles.eq(0)]
         return m

@@ -67,8 +67,9 @@ class UartBridge(wiring.Component):
     start : Out(1)
         One-cycle start pulse.
     busy : In(1)
-        The accelerator is running. It must rise no later than the cycle after ``start`` and stay
-        high until the work is done; the bridge looks at it from the second cycle after the pulse.
+        The accelerator is running. It must be high by the second cycle after the ``start``
+        pulse (i.e. the core may register ``start`` once before setting ``busy``) and stay high
+        until the work is done; the bridge replies ``'D'`` at the first low ``busy`` from then on.
     cycles : In(32)
         The accelerator's cycle counter, reported by ``'C'``.
     """
