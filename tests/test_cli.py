@@ -1,0 +1,75 @@
+"""The celosia command line: listings, the compile flow, and clean errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from celosia.cli import main
+
+
+def run_cli(*args):
+    """Run the installed CLI in a subprocess (as a user would); return (rc, stdout, stderr)."""
+    p = subprocess.run([sys.executable, "-m", "celosia.cli", *args], capture_output=True, text=True, timeout=1800)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_listings(capsys):
+    assert main(["zoo"]) == 0
+    assert "mlp-tiny" in capsys.readouterr().out
+    assert main(["boards"]) == 0
+    listing = capsys.readouterr().out
+    assert "ulx3s-85f" in listing and "icebreaker" in listing
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["compile", "resnet50", "-o", "{out}"], "unknown model 'resnet50'"),
+        (["compile", "mlp-tiny", "--board", "de10", "-o", "{out}"], "ulx3s-85f"),
+        (["compile", "mlp-tiny", "--board", "icebreaker", "-o", "{out}"], "does not fit board icebreaker: needs"),
+        (["compile", "mlp-tiny", "--quant", "int8", "-o", "{out}"], "unknown precision preset 'int8'"),
+    ],
+)
+def test_user_errors_are_clean(tmp_path, args, message):
+    out = tmp_path / "out"
+    rc, stdout, stderr = run_cli(*[a.format(out=out) for a in args])
+    assert rc != 0
+    assert message in " ".join(stderr.split())
+    assert "Traceback" not in stderr + stdout
+    assert not out.exists() and not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_existing_output_is_refused(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    rc, _, stderr = run_cli("compile", "mlp-micro", "--board", "icebreaker", "-o", str(tmp_path), "--no-bitstream")
+    assert rc != 0 and "already exists" in stderr and "--force" in stderr
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_compile_without_bitstream_then_force(tmp_path):
+    out = tmp_path / "micro"
+    rc, stdout, stderr = run_cli("compile", "mlp-micro", "--board", "icebreaker", "-o", str(out), "--no-bitstream")
+    assert rc == 0, stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["rtl_matches_golden"] is True
+    assert report["cycles"] >= report["ideal_cycles"] > 0
+    assert 0 < report["max_abs_err_vs_float"] < 0.1
+    assert report["fmax_mhz"] is None
+    assert set(report["resources"]) >= {"dsp", "bram"}
+    assert (out / "sim" / "celosia_accel.v").exists() and (out / "program.txt").exists()
+    assert not list(tmp_path.glob(".*partial*"))
+    rc, _, stderr = run_cli("compile", "mlp-micro", "--board", "icebreaker", "-o", str(out), "--no-bitstream",
+                            "--force", "--quant", "w16a16")
+    assert rc == 0, stderr
+    assert json.loads((out / "report.json").read_text())["quant"] == "w16a16"
+
+
+@pytest.mark.slow
+def test_sim_command():
+    rc, stdout, stderr = run_cli("sim", "mlp-micro", "--board", "icebreaker", "--samples", "2")
+    assert rc == 0, stderr
+    result = json.loads(stdout)
+    assert result["rtl_matches_golden"] is True and result["lanes"] == 2
