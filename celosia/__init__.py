@@ -178,6 +178,7 @@ def compile(
     from celosia.boards.flow import build_bitstream
     from celosia.boards.top import BoardTop
     from celosia.hw.accelerator import Accelerator
+    from celosia.sim.perf import predict_cycles
 
     say = progress or _quiet
     out = Path(out_dir)
@@ -208,6 +209,7 @@ def compile(
             "lanes": program.lanes,
             "cycles": sim["cycles"],
             "ideal_cycles": program.ideal_cycles,
+            "predicted_cycles": predict_cycles(program),
             "cycles_over_ideal": sim["cycles"] / program.ideal_cycles,
             "macs": program.macs,
             "rtl_matches_golden": sim["rtl_matches_golden"],

@@ -171,6 +171,10 @@ class LinearArray(wiring.Component):
         modulo ``2**acc_bits``: intermediate overflow is harmless, but the final
         ``bias + x·w + (res << res_shift)`` of each output must fit in ``acc_bits`` signed bits.
         The array does not detect overflow; the compiler's format selection guarantees it.
+    mult_regs : int, optional
+        Registers on each side of every multiplier (1..3). Default 2: with one, the 8×8 array
+        on ECP5-85F reached 91.5 MHz in the full accelerator because the placer left long
+        routes on both sides of each ``MULT18X18D``; each extra stage adds 2 cycles of latency.
     tree_levels_per_stage : int, optional
         Adder-tree levels between pipeline registers (1 registers every level, 2 every other
         level). Default 1. Measured on ECP5-85F (yosys + nextpnr, 8×8, 16-bit activations, 8-bit
@@ -255,6 +259,7 @@ class LinearArray(wiring.Component):
         acc_bits: int = 40,
         *,
         tree_levels_per_stage: int = 1,
+        mult_regs: int = 2,
         fifo_depth: int | None = None,
     ):
         _check_int("rows", rows, 1, None, "the array needs at least one row (K tile of 1 or more)")
@@ -288,6 +293,12 @@ class LinearArray(wiring.Component):
             "use 1 (a register after every adder level) or 2 (after every other level)",
         )
 
+        _check_int(
+            "mult_regs", mult_regs, 1, 3,
+            "use 1 (one register before and after each multiplier) or 2 (two: lets the placer "
+            "put one register next to the DSP, which ECP5 needs for 100 MHz)",
+        )
+        self.mult_regs = mult_regs
         self.rows = rows
         self.cols = cols
         self.act_bits = act_bits
@@ -302,7 +313,7 @@ class LinearArray(wiring.Component):
         # Pipeline timing (register times in cycles after the accepting cycle).
         self.tree_levels = (rows - 1).bit_length()  # ceil(log2(rows))
         self._t_tree, self._t_addend, self._t_fin, self._t_out, self.latency = self._timing(
-            rows, tree_levels_per_stage
+            rows, tree_levels_per_stage, mult_regs
         )
 
         if fifo_depth is None:
@@ -323,9 +334,10 @@ class LinearArray(wiring.Component):
         )
 
     @staticmethod
-    def _timing(rows: int, tree_levels_per_stage: int) -> tuple[int, int, int, int, int]:
+    def _timing(rows: int, tree_levels_per_stage: int, mult_regs: int = 2) -> tuple[int, int, int, int, int]:
         levels = (rows - 1).bit_length()  # ceil(log2(rows))
-        t_tree = 2 + -(-levels // tree_levels_per_stage)  # adder-tree output
+        # input regs (1) + extra input/product regs + product reg (1) + tree levels
+        t_tree = 2 + 2 * (mult_regs - 1) + -(-levels // tree_levels_per_stage)  # adder-tree output
         t_addend = 4  # input regs (1) -> residual shift lo (2) -> hi (3) -> bias + residual (4)
         t_fin = max(t_tree, t_addend) + 1  # tree sum + addend
         t_out = t_fin + 6  # accumulator, coarse shift, fine shift, round, compare, select
@@ -333,7 +345,7 @@ class LinearArray(wiring.Component):
         return t_tree, t_addend, t_fin, t_out, latency
 
     @staticmethod
-    def pipeline_latency(rows: int, tree_levels_per_stage: int = 1) -> int:
+    def pipeline_latency(rows: int, tree_levels_per_stage: int = 1, mult_regs: int = 2) -> int:
         """The :attr:`latency` of an array with ``rows`` rows, without building one.
 
         For performance models and controllers: it depends only on ``rows`` (through the adder
@@ -342,7 +354,7 @@ class LinearArray(wiring.Component):
         _check_int("rows", rows, 1, None, "the array needs at least one row")
         _check_int("tree_levels_per_stage", tree_levels_per_stage, 1, None,
                    "use 1 or 2")
-        return LinearArray._timing(rows, tree_levels_per_stage)[-1]
+        return LinearArray._timing(rows, tree_levels_per_stage, mult_regs)[-1]
 
     @property
     def macs_per_cycle(self) -> int:
@@ -409,12 +421,18 @@ class LinearArray(wiring.Component):
             return value
 
         # ---- stage 2: multipliers (registered outputs) -----------------------------------
+        # With mult_regs = 2 each multiplier gets its own extra register on both sides, so
+        # the placer can put one next to the DSP block and the long routes run register to
+        # register (on ECP5 the DSP-to-fabric routing otherwise eats the 10 ns budget).
+        extra = self.mult_regs - 1
         prods = [[None] * C for _ in range(R)]
         for r in range(R):
             for c in range(C):
+                a = delay(s0_x.x[r], extra, signed(A), f"mul_a_r{r}_c{c}")
+                b = delay(s0_w[r * C + c], extra, signed(W), f"mul_b_r{r}_c{c}")
                 p = Signal(signed(A + W), reset_less=True, name=f"prod_r{r}_c{c}")
-                m.d.sync += p.eq(s0_x.x[r] * s0_w[r * C + c])
-                prods[r][c] = p
+                m.d.sync += p.eq(a * b)
+                prods[r][c] = delay(p, extra, signed(A + W), f"prod_r{r}_c{c}")
 
         # ---- addend path: residual shift (2 stages) and bias + residual (1 stage) --------
         _, info1 = ctrl(1)

@@ -18,6 +18,7 @@ CONFIGS = {
     # one row (no adder tree), and a tree registered every other level with odd node counts
     "1x4_a18w18": (1, 4, 18, 18, 44, {}, 15, 250),
     "5x2_a10w10_tree2": (5, 2, 10, 10, 32, {"tree_levels_per_stage": 2}, 16, 250),
+    "4x4_a16w8_mult1": (4, 4, 16, 8, 40, {"mult_regs": 1}, 17, 200),
 }
 
 
@@ -60,7 +61,10 @@ def test_interface_shapes():
     assert LinearArray.pipeline_latency(16) == LinearArray.pipeline_latency(4) + 2
     assert LinearArray(16, 16).latency == LinearArray.pipeline_latency(16)
     assert LinearArray.pipeline_latency(16, 2) == LinearArray.pipeline_latency(4)
-    assert LinearArray.pipeline_latency(1) == LinearArray.pipeline_latency(3)
+    # With one register per multiplier side the addend path dominates small trees ...
+    assert LinearArray.pipeline_latency(1, mult_regs=1) == LinearArray.pipeline_latency(3, mult_regs=1)
+    # ... and each extra multiplier register stage adds one cycle on each side.
+    assert LinearArray.pipeline_latency(8, mult_regs=2) == LinearArray.pipeline_latency(8, mult_regs=1) + 2
     assert dut.macs_per_cycle == 12
 
 
