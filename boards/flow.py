@@ -40,7 +40,7 @@ from amaranth.hdl import Elaboratable
 from celosia.boards.registry import Board, get_board
 from celosia.errors import ResourceError, ToolchainError
 
-__all__ = ["BuildResult", "build_bitstream", "parse_nextpnr_report", "find_tool",
+__all__ = ["BuildResult", "build_bitstream", "check_toolchain", "parse_nextpnr_report", "find_tool",
            "RESOURCE_BELS", "SEED"]
 
 #: Placer seed passed to nextpnr (fixed for reproducible builds).
@@ -313,6 +313,30 @@ def _nextpnr_args(board: Board, name: str) -> list[str]:
                          hint="the open flow supports ECP5 and iCE40 boards")
 
 
+def check_toolchain(board: Board | str) -> tuple[str, str, str]:
+    """Check that every open-flow tool for ``board`` is installed.
+
+    Returns
+    -------
+    (synthesis command, nextpnr tool name, packer tool name)
+
+    Raises
+    ------
+    ToolchainError
+        Naming the first missing tool, with the package that provides it.
+    """
+    board = get_board(board)
+    synth = {"ecp5": "synth_ecp5", "ice40": "synth_ice40 -dsp"}.get(board.family)
+    if synth is None:
+        raise ToolchainError(f"board {board.name}: no open flow for family {board.family!r}",
+                             hint="the open flow supports ECP5 and iCE40 boards")
+    packer = {"ecp5": "ecppack", "ice40": "icepack"}[board.family]
+    nextpnr = f"nextpnr-{board.family}"
+    for tool in ("yosys", nextpnr, packer):
+        find_tool(tool, board)
+    return synth, nextpnr, packer
+
+
 def build_bitstream(top: Elaboratable, board: Board | str, build_dir: str | os.PathLike, *,
                     name: str = "top",
                     progress: Callable[[str], None] | None = None) -> BuildResult:
@@ -349,14 +373,7 @@ def build_bitstream(top: Elaboratable, board: Board | str, build_dir: str | os.P
     say = progress or (lambda message: None)
     t0 = time.monotonic()
 
-    synth = {"ecp5": "synth_ecp5", "ice40": "synth_ice40 -dsp"}.get(board.family)
-    if synth is None:
-        raise ToolchainError(f"board {board.name}: no open flow for family {board.family!r}",
-                             hint="the open flow supports ECP5 and iCE40 boards")
-    packer = {"ecp5": "ecppack", "ice40": "icepack"}[board.family]
-    nextpnr = f"nextpnr-{board.family}"
-    for tool in ("yosys", nextpnr, packer):  # fail early, before any work
-        find_tool(tool, board)
+    synth, nextpnr, packer = check_toolchain(board)  # fail early, before any work
     build_dir.mkdir(parents=True, exist_ok=True)
 
     say(f"preparing {name} for {board.name} ({board.part})")

@@ -175,7 +175,7 @@ def compile(
     CelosiaError
         On any user-facing failure; ``out_dir`` is then left as it was.
     """
-    from celosia.boards.flow import build_bitstream
+    from celosia.boards.flow import build_bitstream, check_toolchain
     from celosia.boards.top import BoardTop
     from celosia.hw.accelerator import Accelerator
     from celosia.sim.perf import predict_cycles
@@ -184,6 +184,8 @@ def compile(
     out = Path(out_dir)
     if out.exists() and not force:
         raise OutputExistsError(f"output folder '{out}' already exists", hint="pass --force to replace it")
+    if bitstream:
+        check_toolchain(board)  # before minutes of work, not after
     staging = out.parent / f".{out.name}.partial"
     if staging.exists():
         shutil.rmtree(staging)

