@@ -13,7 +13,7 @@ controllers and testbenches can build payloads without instantiating the array.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -142,6 +142,33 @@ def _shl_const(v, k: int):
     if k >= width:
         return Const(0, width)
     return Cat(Const(0, k), v[: width - k])
+
+
+def _ecp5_registered_multiplier(a: Signal, b: Signal, p: Signal) -> Instance:
+    """``p = a * b`` two cycles later, in one ECP5 MULT18X18D with input and output registers.
+
+    Signed 18×18 mode (SIGNEDA = SIGNEDB = 1); ``a`` and ``b`` are sign-extended to 18
+    bits and ``p`` takes the low bits of the 36-bit product. Global set/reset is off, so
+    the registers behave exactly like the fabric registers they replace.
+    """
+    a18 = Signal(signed(18))
+    b18 = Signal(signed(18))
+    p36 = Signal(signed(36))
+    ports = {f"i_A{i}": a18[i] for i in range(18)}
+    ports.update({f"i_B{i}": b18[i] for i in range(18)})
+    ports.update({f"o_P{i}": p36[i] for i in range(36)})
+    inst = Instance(
+        "MULT18X18D",
+        p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+        p_REG_PIPELINE_CLK="NONE", p_GSR="DISABLED", p_RESETMODE="SYNC",
+        i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
+        i_CLK0=ClockSignal("sync"), i_CE0=1, i_RST0=0,
+        **ports,
+    )
+    m = Module()
+    m.submodules.dsp = inst
+    m.d.comb += [a18.eq(a), b18.eq(b), p.eq(p36[: len(p)])]
+    return m
 
 
 class LinearArray(wiring.Component):
@@ -424,15 +451,24 @@ class LinearArray(wiring.Component):
         # With mult_regs = 2 each multiplier gets its own extra register on both sides, so
         # the placer can put one next to the DSP block and the long routes run register to
         # register (on ECP5 the DSP-to-fabric routing otherwise eats the 10 ns budget).
+        # On ECP5 (a platform whose family is "ecp5") the registers nearest the multiplier
+        # are the MULT18X18D's own input and output registers, which yosys cannot pack:
+        # same latency, but no fabric route inside the multiplier's cycle.
         extra = self.mult_regs - 1
+        ecp5 = extra >= 1 and getattr(platform, "family", None) == "ecp5"
         prods = [[None] * C for _ in range(R)]
         for r in range(R):
             for c in range(C):
-                a = delay(s0_x.x[r], extra, signed(A), f"mul_a_r{r}_c{c}")
-                b = delay(s0_w[r * C + c], extra, signed(W), f"mul_b_r{r}_c{c}")
+                pre = 2 * extra - 1 if ecp5 else extra
+                a = delay(s0_x.x[r], pre, signed(A), f"mul_a_r{r}_c{c}")
+                b = delay(s0_w[r * C + c], pre, signed(W), f"mul_b_r{r}_c{c}")
                 p = Signal(signed(A + W), reset_less=True, name=f"prod_r{r}_c{c}")
-                m.d.sync += p.eq(a * b)
-                prods[r][c] = delay(p, extra, signed(A + W), f"prod_r{r}_c{c}")
+                if ecp5:
+                    m.submodules[f"mul_r{r}_c{c}"] = _ecp5_registered_multiplier(a, b, p)
+                    prods[r][c] = p
+                else:
+                    m.d.sync += p.eq(a * b)
+                    prods[r][c] = delay(p, extra, signed(A + W), f"prod_r{r}_c{c}")
 
         # ---- addend path: residual shift (2 stages) and bias + residual (1 stage) --------
         _, info1 = ctrl(1)
