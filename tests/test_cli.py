@@ -108,3 +108,21 @@ def test_compile_with_bitstream_icebreaker(tmp_path):
     assert report["resources"]["dsp"]["used"] <= 4  # the 2x2 array (yosys may put a product in LUTs)
     assert (out / report["files"]["bitstream"]).stat().st_size > 100_000
     assert "Fmax (post-route)" in stdout and "cycles per inference" in stdout
+
+
+@pytest.mark.slow
+def test_readme_quick_start_compile(tmp_path):
+    """The README's main command: mlp-tiny to a verified design and an ECP5-85F bitstream."""
+    out = tmp_path / "build" / "mlp-tiny"
+    rc, stdout, stderr = run_cli("compile", "mlp-tiny", "--board", "ulx3s-85f", "-o", str(out))
+    assert rc == 0, stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["rtl_matches_golden"] is True and report["samples"] == 8
+    assert report["cycles"] == report["predicted_cycles"]
+    assert report["ideal_cycles"] == (64 * 128 + 128 * 64 + 64 * 10) / 64
+    assert report["max_abs_err_vs_float"] < 0.1
+    assert report["fmax_mhz"] > 0 and report["target_mhz"] == 100
+    assert report["resources"]["dsp"] == {"used": 64, "available": 156}
+    for key in ("lut", "ff", "bram"):
+        assert 0 < report["resources"][key]["used"] <= report["resources"][key]["available"]
+    assert (out / report["files"]["bitstream"]).stat().st_size > 100_000
