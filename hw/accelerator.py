@@ -129,11 +129,17 @@ class Accelerator(wiring.Component):
         w_row = Signal(16)  # w_addr + n*kt
         r_ptr = Signal(16)  # r_addr + m*nt + n
         issuing = Signal()
-        # write-back counters
+        req = Signal(26)  # write position of the previous instruction this read needs: k*m + row
+        # write-back: the job being written, and the next one (decoded while this drains)
+        job_layout = data.StructLayout({"y_addr": 16, "m": 16, "nt": 10})
+        wjob = Signal(job_layout)
+        next_job = Signal(job_layout)
+        next_valid = Signal()  # the issuing instruction's outputs wait behind the current job
         wm = Signal(16)
         wn = Signal(10)
         y_ptr = Signal(16)  # y_addr + wm*nt + wn
         writing = Signal()
+        written = Signal(26)  # words the current write-back job has written
 
         # ---- staging FIFO between the memories and the array ---------------------------
         entry = data.StructLayout({"x": linear.x.payload.shape(), "w": linear.w.payload.shape()})
@@ -143,9 +149,14 @@ class Accelerator(wiring.Component):
         pend_last = Signal()
         can_issue = Signal()
         issue = Signal()
+        # A chained instruction reads the previous one's output while it is still being
+        # written: a read may go once the word it needs has been written (req < written).
+        # An unchained one waits until the previous instruction's write-back is complete.
+        operands_ready = Signal()
         m.d.comb += [
+            operands_ready.eq(~next_valid | (ins.chain & (req < written))),
             can_issue.eq(staging.level + pending < _STAGING_DEPTH),
-            issue.eq(issuing & can_issue),
+            issue.eq(issuing & can_issue & operands_ready),
         ]
         m.d.sync += [pending.eq(issue), pend_first.eq(k == 0), pend_last.eq(k == ins.kt - 1)]
 
@@ -195,14 +206,15 @@ class Accelerator(wiring.Component):
             with m.If(k == ins.kt - 1):
                 m.d.sync += k.eq(0)
                 with m.If(mi == ins.m - 1):
-                    m.d.sync += [mi.eq(0), x_row.eq(ins.x_addr), r_ptr.eq(ins.r_addr + n + 1)]
+                    m.d.sync += [mi.eq(0), x_row.eq(ins.x_addr), r_ptr.eq(ins.r_addr + n + 1), req.eq(0)]
                     m.d.sync += [n.eq(n + 1), w_row.eq(w_row + ins.kt)]
                     with m.If(n == ins.nt - 1):
                         m.d.sync += issuing.eq(0)
                 with m.Else():
                     m.d.sync += [mi.eq(mi + 1), x_row.eq(x_row + ins.kt), r_ptr.eq(r_ptr + ins.nt)]
+                    m.d.sync += req.eq(mi + 1)
             with m.Else():
-                m.d.sync += k.eq(k + 1)
+                m.d.sync += [k.eq(k + 1), req.eq(req + ins.m)]
 
         # ---- write-back: Y tiles in (n, m) order -----------------------------------------
         m.d.comb += linear.y.ready.eq(1)
@@ -214,13 +226,23 @@ class Accelerator(wiring.Component):
             ]
         with m.Else():
             m.d.comb += [s_wr.addr.eq(self.host_addr), s_wr.data.eq(self.host_wdata), s_wr.en.eq(self.host_we)]
-        with m.If(linear.y.valid & writing):
-            with m.If(wm == ins.m - 1):
-                m.d.sync += [wm.eq(0), wn.eq(wn + 1), y_ptr.eq(ins.y_addr + wn + 1)]
-                with m.If(wn == ins.nt - 1):
+        start_job = Signal()  # load `new_job` as the write-back job this cycle
+        new_job = Signal(job_layout)
+        with m.If(start_job):
+            m.d.sync += [wjob.eq(new_job), wm.eq(0), wn.eq(0), y_ptr.eq(new_job.y_addr),
+                         written.eq(0), writing.eq(1)]
+        with m.Elif(linear.y.valid & writing):
+            m.d.sync += written.eq(written + 1)
+            with m.If(wm == wjob.m - 1):
+                m.d.sync += [wm.eq(0), wn.eq(wn + 1), y_ptr.eq(wjob.y_addr + wn + 1)]
+                with m.If(wn == wjob.nt - 1):
                     m.d.sync += writing.eq(0)
             with m.Else():
-                m.d.sync += [wm.eq(wm + 1), y_ptr.eq(y_ptr + ins.nt)]
+                m.d.sync += [wm.eq(wm + 1), y_ptr.eq(y_ptr + wjob.nt)]
+        # The queued job starts the cycle after the current one's last write.
+        with m.If(next_valid & ~writing):
+            m.d.comb += [start_job.eq(1), new_job.eq(next_job)]
+            m.d.sync += next_valid.eq(0)
 
         # ---- sequencing ----------------------------------------------------------------
         with m.FSM():
@@ -232,20 +254,26 @@ class Accelerator(wiring.Component):
                 m.next = "DECODE"
             with m.State("DECODE"):
                 word = data.View(InstructionLayout, i_rd.data[: InstructionLayout.size])
-                m.d.sync += ins.eq(word)
+                job = Signal(job_layout)
+                m.d.comb += [job.y_addr.eq(word.y_addr), job.m.eq(word.m), job.nt.eq(word.nt)]
                 with m.If(word.opcode == Opcode.LINEAR):
-                    m.d.sync += [
-                        k.eq(0), mi.eq(0), n.eq(0),
-                        x_row.eq(word.x_addr), w_row.eq(word.w_addr), r_ptr.eq(word.r_addr),
-                        wm.eq(0), wn.eq(0), y_ptr.eq(word.y_addr),
-                        issuing.eq(1), writing.eq(1),
-                    ]
-                    m.next = "RUN"
-                with m.Else():  # HALT (and any unknown opcode) stops the run
+                    with m.If(~next_valid):  # at most one job queued behind the writer
+                        m.d.sync += [
+                            ins.eq(word),
+                            k.eq(0), mi.eq(0), n.eq(0), req.eq(0),
+                            x_row.eq(word.x_addr), w_row.eq(word.w_addr), r_ptr.eq(word.r_addr),
+                            issuing.eq(1),
+                        ]
+                        with m.If(writing):
+                            m.d.sync += [next_job.eq(job), next_valid.eq(1)]
+                        with m.Else():
+                            m.d.comb += [start_job.eq(1), new_job.eq(job)]
+                        m.next = "RUN"
+                with m.Elif(~writing & ~next_valid):  # HALT (or unknown): stop once all is written
                     m.d.sync += busy.eq(0)
                     m.next = "IDLE"
-            with m.State("RUN"):
-                with m.If(~issuing & ~writing):
+            with m.State("RUN"):  # the next instruction is fetched as soon as this one has issued
+                with m.If(~issuing):
                     m.d.sync += pc.eq(pc + 1)
                     m.next = "FETCH"
         return m

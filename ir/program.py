@@ -45,6 +45,7 @@ FIELDS: list[tuple[str, int]] = [
     ("relu", 1),
     ("residual", 1),
     ("out_bits", 5),  # saturate to a signed out_bits-bit range
+    ("chain", 1),  # X is the previous instruction's Y: start reading it as it is written
 ]
 
 #: Width of one encoded instruction (fields padded to a multiple of 32 bits).
@@ -70,6 +71,7 @@ class Instruction:
     relu: int = 0
     residual: int = 0
     out_bits: int = 0
+    chain: int = 0
     comment: str = field(default="", compare=False)
 
     def encode(self) -> int:

@@ -34,6 +34,10 @@ def _rows_and_dim(shape: tuple[int, ...]) -> tuple[int, int]:
     return (math.prod(shape[:-1]) if len(shape) > 1 else 1), shape[-1]
 
 
+def _overlaps(a: int, a_words: int, b: int, b_words: int) -> bool:
+    return a < b + b_words and b < a + a_words
+
+
 class _Allocator:
     """First-fit allocation of scratchpad word ranges."""
 
@@ -154,6 +158,14 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Progra
                 weight_words.append(pack_lanes(tile.reshape(-1), weight_bits))
             bias_words.append(pack_lanes(bp[nt_i * lanes : (nt_i + 1) * lanes], acc_bits))
         r = place[op.inputs[3]] if len(op.inputs) == 4 else None
+        prev = instructions[-1] if instructions else None
+        chain = (
+            prev is not None
+            and prev.y_addr == x.addr
+            and prev.m == x.rows
+            and prev.nt == kt
+            and (r is None or not _overlaps(r.addr, r.words, prev.y_addr, prev.m * prev.nt))
+        )
         instructions.append(
             Instruction(
                 opcode=Opcode.LINEAR,
@@ -171,6 +183,7 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Progra
                 relu=int(p["relu"]),
                 residual=int(r is not None),
                 out_bits=op.type.fmt.bits,
+                chain=int(chain),
                 comment=f"{op.name}: {x.rows}x{k} @ {k}x{n}",
             )
         )

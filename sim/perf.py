@@ -1,33 +1,51 @@
-"""Performance model: cycles of a Program on the generated accelerator, per instruction.
+"""Performance model: cycles of a Program on the generated accelerator.
 
-The controller's timing is deterministic (the memories never stall and the array
-accepts one beat per cycle), so the model is exact; tests hold the RTL's cycle
-counter to it with no tolerance. A LINEAR of ``m x kt x nt`` beats costs
+The controller's timing is deterministic (the memories never stall, the array
+accepts one beat per cycle and its output is never back-pressured), so the model
+is exact; tests hold the RTL's cycle counter to it with no tolerance. It follows
+the controller beat by beat:
 
-    fetch + decode (2) + beats + staging FIFO and hand-off (3) + array latency + write-back (0)
-
-and HALT costs its fetch and decode (2).
+* an instruction is fetched 2 cycles after the previous one issued its last read,
+  decoded the next cycle, and issues from the cycle after;
+* the output row whose last beat issues at cycle ``t`` is written at ``t + L + 2``
+  (``L`` = :attr:`LinearArray.latency`);
+* a *chained* instruction (``chain = 1``: it reads the previous one's output)
+  issues a read of the word at write position ``p`` no earlier than one cycle
+  after that word was written; an unchained one waits until 2 cycles after the
+  previous instruction's last write, when that instruction's write-back is done;
+* HALT retires once every output is written.
 """
 
 from __future__ import annotations
 
 from celosia.hw.linear import LinearArray
-from celosia.ir.program import Instruction, Opcode, Program
+from celosia.ir.program import Opcode, Program
 
-__all__ = ["instruction_cycles", "predict_cycles"]
-
-_FETCH_DECODE = 2
-_HANDOFF = 3  # read -> staging FIFO -> array input; writing done -> next fetch
-
-
-def instruction_cycles(ins: Instruction, lanes: int) -> int:
-    """Cycles the controller spends on one instruction."""
-    if ins.opcode == Opcode.LINEAR:
-        beats = ins.m * ins.kt * ins.nt
-        return _FETCH_DECODE + beats + _HANDOFF + LinearArray.pipeline_latency(lanes)
-    return _FETCH_DECODE
+__all__ = ["predict_cycles"]
 
 
 def predict_cycles(program: Program) -> int:
     """Predicted value of the accelerator's cycle counter for one run of ``program``."""
-    return sum(instruction_cycles(ins, program.lanes) for ins in program.instructions)
+    to_write = LinearArray.pipeline_latency(program.lanes) + 2
+    fetch = 0  # cycle of the current instruction's fetch (the run's first cycle is 0)
+    prev_writes: list[int] = []  # write cycles of the previous LINEAR, in write order
+    for ins in program.instructions:
+        decode = fetch + 1
+        if ins.opcode != Opcode.LINEAR:
+            last = prev_writes[-1] if prev_writes else -1
+            return max(decode, last + 1) + 1
+        queued = bool(prev_writes) and prev_writes[-1] >= decode
+        t = decode  # cycle of the last issue so far
+        writes = []
+        for n in range(ins.nt):
+            for m in range(ins.m):
+                for k in range(ins.kt):
+                    t += 1
+                    if queued and ins.chain and n == 0:
+                        t = max(t, prev_writes[k * ins.m + m] + 1)
+                    elif queued:
+                        t = max(t, prev_writes[-1] + 2)
+                writes.append(t + to_write)
+        prev_writes = writes
+        fetch = t + 2
+    raise ValueError(f"program '{program.name}' has no HALT")
