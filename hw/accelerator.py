@@ -8,7 +8,9 @@ residuals, the scratchpad's second read port. The reads land in a short staging
 FIFO that feeds the array's ``x`` and ``w`` streams; issue is throttled by credits
 (FIFO level + reads in flight), so the memories never see backpressure and the
 array receives one beat per cycle. Output beats are written back to the
-scratchpad in ``(n, m)`` order as they leave the array.
+scratchpad in ``(n, m)`` order as they leave the array, by a write-back unit with
+a one-job queue, so the next instruction is fetched and starts issuing while the
+previous one drains; the issue gate keeps the data dependencies (docs/isa.md).
 
 Host port (the UART bridge on boards, the ctypes harness in simulation): while
 idle, ``host_addr``/``host_wdata``/``host_we`` write the scratchpad and
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory

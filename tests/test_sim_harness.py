@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth import Module, Signal, signed
+from amaranth import Module, signed
 from amaranth.back import verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
