@@ -137,3 +137,15 @@ def test_zoo():
         get_model("resnet")
     g = get_model("mlp-tiny").build(2)
     assert g.op("x").type.shape == (2, 64) and g.op("logits").type.shape == (2, 10)
+
+
+def test_generation_is_deterministic():
+    import celosia
+    from celosia.hw.accelerator import Accelerator
+    from celosia.hw.verilog import to_verilog
+
+    runs = [celosia.prepare("mlp-micro", "icebreaker") for _ in range(2)]
+    assert runs[0]["program"].listing() == runs[1]["program"].listing()
+    assert runs[0]["program"].weight_words == runs[1]["program"].weight_words
+    texts = [to_verilog(Accelerator(r["program"]), "celosia_accel") for r in runs]
+    assert texts[0] == texts[1]
