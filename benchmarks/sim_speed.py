@@ -1,9 +1,9 @@
 """Simulation speed: the generated ctypes harness vs cocotb, same Verilated design.
 
-Both run the mlp-tiny accelerator program (8x8 array) repeatedly; the figure is
+Both run a model's accelerator program (default mlp-tiny, 8x8 array) repeatedly; the figure is
 simulated clock cycles per wall-clock second of the run phase (build excluded).
 
-    python benchmarks/sim_speed.py [--json] [--runs N]
+    python benchmarks/sim_speed.py [--json] [--runs N] [--model M --board B]
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ from celosia.sim.cocotb_runner import run_cocotb  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--runs", type=int, default=200, help="program runs per simulator (cocotb gets runs/10)")
+    ap.add_argument("--runs", type=int, default=2000, help="program runs per simulator (cocotb gets runs/10)")
+    ap.add_argument("--model", default="mlp-tiny")
+    ap.add_argument("--board", default="ulx3s-85f")
     args = ap.parse_args()
-    prep = celosia.prepare("mlp-tiny", "ulx3s-85f")
+    prep = celosia.prepare(args.model, args.board)
     prog, q = prep["program"], prep["qgraph"]
     sample = prep["sampler"](1, 1)[0]
     place = prog.inputs["x"]
@@ -62,10 +64,10 @@ def main() -> None:
         rows.append({"simulator": f"cocotb ({style})", "runs": cocotb_runs, "simulated_cycles": r["simulated_cycles"],
                      "seconds": r["seconds"], "cycles_per_second": r["simulated_cycles"] / r["seconds"]})
     speedup = rows[0]["cycles_per_second"] / rows[1]["cycles_per_second"]
-    payload = {"design": "mlp-tiny accelerator, 8x8 array", "cycles_per_run": cycles_per_run,
+    payload = {"design": f"{args.model} accelerator, {prog.lanes}x{prog.lanes} array", "cycles_per_run": cycles_per_run,
                "rows": rows, "speedup": speedup,
                "speedup_vs_edge_wait": rows[0]["cycles_per_second"] / rows[2]["cycles_per_second"]}
-    emit("sim_speed", rows, ["simulator", "runs", "simulated_cycles", "seconds", "cycles_per_second"],
+    emit("sim_speed" if args.model == "mlp-tiny" else f"sim_speed_{args.model}", rows, ["simulator", "runs", "simulated_cycles", "seconds", "cycles_per_second"],
          args.json, payload)
     print(f"harness / cocotb speed-up: {speedup:.0f}x (per-cycle polling), "
           f"{payload['speedup_vs_edge_wait']:.1f}x (waiting on the done edge)", file=sys.stderr)
