@@ -87,6 +87,27 @@ class GraphBuilder:
         """Elementwise sum of two tensors of the same shape."""
         return self._add("Add", (self._check(a), self._check(b)), name)
 
+    def softmax(self, x: Tensor, name: str | None = None) -> Tensor:
+        """Softmax over the last axis."""
+        return self._add("Softmax", (self._check(x),), name)
+
+    def gelu(self, x: Tensor, name: str | None = None) -> Tensor:
+        """GELU in its exact (erf) form, ``x * Phi(x)``."""
+        return self._add("GELU", (self._check(x),), name)
+
+    def layernorm(self, x: Tensor, gamma, beta, eps: float = 1e-5, name: str | None = None) -> Tensor:
+        """LayerNorm over the last axis with scale ``gamma`` and shift ``beta``."""
+        name = self._name("LayerNorm", name)
+        g = self.const(gamma, f"{name}.gamma")
+        b = self.const(beta, f"{name}.beta")
+        return self._add("LayerNorm", (self._check(x), g.name, b.name), name, eps=float(eps))
+
+    def rmsnorm(self, x: Tensor, gamma, eps: float = 1e-5, name: str | None = None) -> Tensor:
+        """RMSNorm over the last axis with scale ``gamma``."""
+        name = self._name("RMSNorm", name)
+        g = self.const(gamma, f"{name}.gamma")
+        return self._add("RMSNorm", (self._check(x), g.name), name, eps=float(eps))
+
     def output(self, x: Tensor, name: str | None = None) -> Tensor:
         """Mark ``x`` as a model output."""
         return self._add("Output", (self._check(x),), name)

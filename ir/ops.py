@@ -13,6 +13,10 @@ Linear  (x, w[, b])   y = x @ w.T + b; w is (out, in) like PyTorch and ONNX Gemm
                       optional 4th operand, a residual added before the activation.
 ReLU    (x)
 Add     (a, b)        same shapes, no broadcasting
+Softmax (x)           over the last axis
+GELU    (x)           erf form, x * Phi(x)
+LayerNorm (x, gamma, beta)   over the last axis; attrs eps
+RMSNorm (x, gamma)    over the last axis; attrs eps
 Output  (x)
 """
 
@@ -83,6 +87,20 @@ def _linear(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
     return out
 
 
+def _norm(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    x = ins[0]
+    for name, t in zip(op.inputs[1:], ins[1:]):
+        if t.shape != (x.shape[-1],):
+            raise GraphError(
+                f"{op.kind} '{op.name}': parameter '{name}' has shape {t.shape}, but input "
+                f"'{op.inputs[0]}' {x.shape} normalizes over a last axis of {x.shape[-1]}",
+                hint=f"gamma and beta must have shape ({x.shape[-1]},)",
+            )
+    if not op.attrs.get("eps", 1e-5) > 0:
+        raise GraphError(f"{op.kind} '{op.name}': eps must be positive, got {op.attrs.get('eps')}")
+    return x.shape
+
+
 def _add(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
     a, b = ins
     if a.shape != b.shape:
@@ -101,6 +119,10 @@ OP_SPECS: dict[str, OpSpec] = {
         OpSpec("Linear", 2, 4, _linear),
         OpSpec("ReLU", 1, 1, _same),
         OpSpec("Add", 2, 2, _add),
+        OpSpec("Softmax", 1, 1, _same),
+        OpSpec("GELU", 1, 1, _same),
+        OpSpec("LayerNorm", 3, 3, _norm),
+        OpSpec("RMSNorm", 2, 2, _norm),
         OpSpec("Output", 1, 1, _same),
     ]
 }

@@ -103,8 +103,9 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Progra
         if op.kind not in _SCHEDULABLE:
             raise ScheduleError(
                 f"op '{op.name}' ({op.kind}) cannot be mapped onto the generated units",
-                hint="ReLU and residual Add are only supported fused into the Linear before them "
-                "(a Linear whose output feeds nothing else)",
+                hint="the accelerator runs Linear layers; ReLU and residual Add run fused into the "
+                "Linear before them (one whose output feeds nothing else)"
+                + ("" if op.kind in ("ReLU", "Add") else f"; {op.kind} has no hardware unit yet"),
             )
     linears = graph.ops("Linear")
     if not linears:

@@ -6,6 +6,7 @@ its arithmetic comes from :mod:`celosia.ir.numerics` only.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
@@ -66,9 +67,25 @@ def _float_op(op: Op, args: list[np.ndarray]) -> np.ndarray:
         return np.maximum(args[0], 0.0)
     if kind == "Add":
         return args[0] + args[1]
+    if kind == "Softmax":
+        z = np.exp(args[0] - args[0].max(axis=-1, keepdims=True))
+        return z / z.sum(axis=-1, keepdims=True)
+    if kind == "GELU":
+        # erfc form: no cancellation in 1 + erf(x/sqrt 2) for very negative x
+        return 0.5 * args[0] * _erfc(-args[0] / np.sqrt(2.0))
+    if kind in ("LayerNorm", "RMSNorm"):
+        x = args[0]
+        eps = op.attrs.get("eps", 1e-5)
+        if kind == "LayerNorm":
+            x = x - x.mean(axis=-1, keepdims=True)
+            return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps) * args[1] + args[2]
+        return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps) * args[1]
     if kind == "Output":
         return args[0]
     raise GraphError(f"op '{op.name}': no float semantics for kind '{kind}'")
+
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
 def linear_params(graph: Graph, op: Op) -> dict:

@@ -149,3 +149,21 @@ def test_generation_is_deterministic():
     assert runs[0]["program"].weight_words == runs[1]["program"].weight_words
     texts = [to_verilog(Accelerator(r["program"]), "celosia_accel") for r in runs]
     assert texts[0] == texts[1]
+
+
+def test_norm_parameter_shapes_are_checked():
+    b = GraphBuilder("norm")
+    x = b.input("x", (2, 8))
+    with pytest.raises(GraphError, match=r"parameter 'ln.gamma' has shape \(7,\).*'x' \(2, 8\)"):
+        b.layernorm(x, np.ones(7), np.zeros(8), name="ln")
+    with pytest.raises(GraphError, match="eps must be positive"):
+        b.rmsnorm(x, np.ones(8), eps=0.0)
+
+
+def test_nonlinear_ops_are_not_yet_schedulable():
+    b = GraphBuilder("sm")
+    x = b.input("x", (1, 8))
+    b.output(b.softmax(b.linear(x, np.eye(8)), name="probs"), "p")
+    q = lower(b.build(), samples((1, 8)), Precision())
+    with pytest.raises(ScheduleError, match="'probs' \\(Softmax\\) cannot be mapped"):
+        schedule(q, 4)
