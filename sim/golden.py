@@ -13,6 +13,7 @@ import numpy as np
 
 from celosia.errors import GraphError, SimulationError
 from celosia.ir import numerics as nx_
+from celosia.ir.gelu import gelu_int
 from celosia.ir.graph import Graph, Op
 
 __all__ = ["run_float", "run_int", "linear_params", "feed_inputs"]
@@ -154,6 +155,8 @@ def _int_op(graph: Graph, op: Op, args: list[np.ndarray]) -> np.ndarray:
         frac = max(fa.frac, fb.frac)
         total = nx_.shift_round(args[0], fa.frac - frac) + nx_.shift_round(args[1], fb.frac - frac)
         return nx_.requantize(total, frac, fmt)
+    if kind == "GELU":
+        return gelu_int(args[0], graph.op(op.inputs[0]).type.fmt, fmt)
     if kind == "Output":
         src = graph.op(op.inputs[0]).type.fmt
         return nx_.requantize(args[0], src.frac, fmt)

@@ -167,3 +167,23 @@ def test_nonlinear_ops_are_not_yet_schedulable():
     q = lower(b.build(), samples((1, 8)), Precision())
     with pytest.raises(ScheduleError, match="'probs' \\(Softmax\\) cannot be mapped"):
         schedule(q, 4)
+
+
+def test_gelu_quantized_semantics():
+    """Level 2 through a GELU: the bit-exact graph stays close to float (w16a16)."""
+    rng = np.random.default_rng(4)
+    b = GraphBuilder("mlp-gelu")
+    x = b.input("x", (2, 16))
+    h = b.gelu(b.linear(x, rng.normal(0, 0.5, (32, 16)), rng.normal(0, 0.1, 32), name="fc1"), name="act")
+    b.output(b.linear(h, rng.normal(0, 0.3, (8, 32)), name="fc2"), "y")
+    g = b.build()
+    q = lower(g, samples((2, 16)), Precision.parse("w16a16"))
+    act = q.op("act")
+    for s in samples((2, 16), count=4, seed=9):
+        codes = run_int(q, s, keep_all=True)
+        from celosia.ir.gelu import gelu_float
+        pre = dequantize(codes["fc1"], q.op("fc1").type.fmt)
+        # the GELU op itself: within one output LSB of x*Phi(x) on its own (quantized) input
+        assert np.max(np.abs(dequantize(codes["act"], act.type.fmt) - gelu_float(pre))) <= act.type.fmt.lsb
+        err = np.max(np.abs(dequantize(codes["y"], q.op("y").type.fmt) - run_float(g, s)["y"]))
+        assert err < 5e-3
