@@ -90,7 +90,7 @@ def quantize(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], precisio
     calibrated the same way on ``samples``; a Linear's output never has more
     fractional bits than its accumulator (``frac_x + frac_w``), so its
     requantization is a right shift; biases are stored in the accumulator format;
-    Output and unfused ReLU keep their operand's format. Each Const gets
+    Output and unfused ReLU keep their operand's format; Softmax outputs hold [0, 1]. Each Const gets
     ``attrs["codes"]``; each Linear gets ``attrs["rounding"]``.
     """
     ranges = calibrate(graph, samples)
@@ -106,6 +106,8 @@ def quantize(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], precisio
             op.attrs["codes"] = nx_.quantize(op.attrs["value"], fmt, precision.rounding)
         elif op.kind in ("Output", "ReLU"):
             fmt = out.op(op.inputs[0]).type.fmt
+        elif op.kind == "Softmax":  # probabilities: [0, 1] whatever calibration saw
+            fmt = fmt or nx_.Fixed(precision.act_bits, nx_.frac_for_range(1.0, precision.act_bits))
         elif op.kind == "Linear":
             fmt = fmt or _linear_format(out, op, ranges, precision)
             op.attrs["rounding"] = precision.rounding

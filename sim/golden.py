@@ -14,6 +14,8 @@ import numpy as np
 from celosia.errors import GraphError, SimulationError
 from celosia.ir import numerics as nx_
 from celosia.ir.gelu import gelu_int
+from celosia.ir.norm import layernorm_int, rmsnorm_int
+from celosia.ir.softmax import softmax_int
 from celosia.ir.graph import Graph, Op
 
 __all__ = ["run_float", "run_int", "linear_params", "feed_inputs"]
@@ -157,6 +159,16 @@ def _int_op(graph: Graph, op: Op, args: list[np.ndarray]) -> np.ndarray:
         return nx_.requantize(total, frac, fmt)
     if kind == "GELU":
         return gelu_int(args[0], graph.op(op.inputs[0]).type.fmt, fmt)
+    if kind == "Softmax":
+        x = args[0].reshape(-1, args[0].shape[-1])
+        return softmax_int(x, None, graph.op(op.inputs[0]).type.fmt, fmt).reshape(args[0].shape)
+    if kind in ("LayerNorm", "RMSNorm"):
+        fin = graph.op(op.inputs[0]).type.fmt
+        eps = op.attrs.get("eps", 1e-5)
+        gamma = (args[1], graph.op(op.inputs[1]).type.fmt)
+        if kind == "RMSNorm":
+            return rmsnorm_int(args[0], fin, fmt, *gamma, eps)
+        return layernorm_int(args[0], fin, fmt, *gamma, args[2], graph.op(op.inputs[2]).type.fmt, eps)
     if kind == "Output":
         src = graph.op(op.inputs[0]).type.fmt
         return nx_.requantize(args[0], src.frac, fmt)

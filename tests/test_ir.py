@@ -187,3 +187,22 @@ def test_gelu_quantized_semantics():
         assert np.max(np.abs(dequantize(codes["act"], act.type.fmt) - gelu_float(pre))) <= act.type.fmt.lsb
         err = np.max(np.abs(dequantize(codes["y"], q.op("y").type.fmt) - run_float(g, s)["y"]))
         assert err < 5e-3
+
+
+def test_transformer_block_ops_quantized_semantics():
+    """Level 2 through LayerNorm, GELU, RMSNorm and Softmax (their units' golden models), w16a16."""
+    rng = np.random.default_rng(11)
+    b = GraphBuilder("block")
+    x = b.input("x", (3, 16))
+    h = b.layernorm(x, rng.normal(1, 0.1, 16), rng.normal(0, 0.1, 16), name="ln")
+    h = b.gelu(b.linear(h, rng.normal(0, 0.3, (32, 16)), rng.normal(0, 0.1, 32), name="up"), name="act")
+    h = b.rmsnorm(b.linear(h, rng.normal(0, 0.2, (16, 32)), name="down"), rng.normal(1, 0.1, 16), name="rms")
+    b.output(b.softmax(b.linear(h, rng.normal(0, 0.5, (8, 16)), name="head"), name="probs"), "p")
+    g = b.build()
+    q = lower(g, [{"x": rng.normal(5, 2, (3, 16))} for _ in range(8)], Precision.parse("w16a16"))
+    for _ in range(4):
+        s = {"x": rng.normal(5, 2, (3, 16))}  # |mean| >> std: LayerNorm's cancellation case
+        got = dequantize(run_int(q, s)["p"], q.op("p").type.fmt)
+        want = run_float(g, s)["p"]
+        assert np.max(np.abs(got - want)) < 2e-3
+        assert np.all(got >= 0) and np.all(got <= 1)
