@@ -34,7 +34,8 @@ from celosia.boards.registry import Board, get_board
 from celosia.errors import HardwareGenerationError
 from celosia.hw.host_bridge import UartBridge
 
-__all__ = ["HOST_PORTS", "attach_bridge", "EcpPllConfig", "ecp5_pll_config", "BoardTop",
+__all__ = ["HOST_PORTS", "attach_bridge", "EcpPllConfig", "ecp5_pll_config", "add_board_clock",
+           "BoardTop",
            "SimTop", "ScratchpadCore"]
 
 #: Core members the bridge connects to, as (core member, bridge member, core drives it).
@@ -154,6 +155,73 @@ def ecp5_pll_config(f_in_mhz: float, f_out_mhz: float) -> EcpPllConfig:
                         f_pfd_mhz=f_pfd, f_vco_mhz=f_vco, f_out_mhz=f_out)
 
 
+def add_board_clock(m: Module, platform, board: Board, pll: EcpPllConfig | None) -> None:
+    """Add the ``sync`` clock domain of a board top to ``m``, with its reset.
+
+    ECP5: an EHXPLLL from the board oscillator with the settings ``pll`` (from
+    :func:`ecp5_pll_config`), the design held in reset until the PLL locks. iCE40: the
+    oscillator directly (``pll`` is ignored), held in reset for 1024 cycles after power-on.
+    Adds the submodules ``clk_buf``, ``pll`` (ECP5) and ``reset_sync`` and, on iCE40, the ``por``
+    domain.
+
+    Parameters
+    ----------
+    m : Module
+        The top module.
+    platform : amaranth-boards platform
+        Supplies the oscillator pin (``platform.default_clk``).
+    board : Board
+        Selects the family.
+    pll : EcpPllConfig or None
+        PLL settings; required for ECP5.
+    """
+    m.domains.sync = cd_sync = ClockDomain("sync")
+    m.submodules.clk_buf = clk_buf = io.Buffer(
+        "i", platform.request(platform.default_clk, 0, dir="-"))
+    clk_in = clk_buf.i
+
+    if board.family == "ecp5":
+        if pll is None:
+            raise HardwareGenerationError(
+                f"board {board.name}: the ECP5 clock needs PLL settings",
+                hint="pass ecp5_pll_config(board.clock_mhz, board.target_mhz)")
+        locked = Signal()
+        m.submodules.pll = Instance(
+            "EHXPLLL",
+            a_FREQUENCY_PIN_CLKI=f"{pll.f_in_mhz:g}",
+            a_FREQUENCY_PIN_CLKOP=f"{pll.f_out_mhz:g}",
+            a_ICP_CURRENT="12", a_LPF_RESISTOR="8",
+            a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED",
+            p_STDBY_ENABLE="DISABLED", p_DPHASE_SOURCE="DISABLED",
+            p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+            p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
+            p_CLKI_DIV=pll.clki_div, p_CLKOP_ENABLE="ENABLED",
+            p_CLKOP_DIV=pll.clkop_div, p_CLKOP_CPHASE=pll.clkop_cphase, p_CLKOP_FPHASE=0,
+            p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=pll.clkfb_div,
+            i_RST=0, i_STDBY=0, i_CLKI=clk_in, i_CLKFB=cd_sync.clk,
+            i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+            i_PLLWAKESYNC=0, i_ENCLKOP=0,
+            o_CLKOP=cd_sync.clk, o_LOCK=locked,
+        )
+        # No explicit constraint on the output: nextpnr derives it from the oscillator's and
+        # the dividers ("Derived frequency constraint of 100.0 MHz").
+        # Hold the design in reset until the PLL has locked.
+        m.submodules.reset_sync = cdc.ResetSynchronizer(~locked, domain="sync")
+    else:
+        m.d.comb += cd_sync.clk.eq(clk_in)
+        # iCE40 block RAMs read garbage for a few microseconds after configuration: hold the
+        # design in reset for 1024 cycles (85 us at 12 MHz) after power-on.
+        m.domains.por = cd_por = ClockDomain("por", reset_less=True)
+        m.d.comb += cd_por.clk.eq(clk_in)
+        por_count = Signal(10)
+        por_done = Signal()
+        with m.If(~por_done):
+            m.d.por += por_count.eq(por_count + 1)
+        m.d.por += por_done.eq(por_done | (por_count == 2**10 - 1))
+        m.submodules.reset_sync = cdc.ResetSynchronizer(~por_done, domain="sync")
+
+
 class BoardTop(Elaboratable):
     """Top level for an amaranth-boards platform: clock, reset, UART bridge, busy LED.
 
@@ -195,48 +263,7 @@ class BoardTop(Elaboratable):
                 f"BoardTop for {self.board.name} needs an amaranth-boards platform",
                 hint="use SimTop for simulation, or build with celosia.boards.build_bitstream")
         m = Module()
-        m.domains.sync = cd_sync = ClockDomain("sync")
-        m.submodules.clk_buf = clk_buf = io.Buffer(
-            "i", platform.request(platform.default_clk, 0, dir="-"))
-        clk_in = clk_buf.i
-
-        if self.board.family == "ecp5":
-            pll = self.pll
-            locked = Signal()
-            m.submodules.pll = Instance(
-                "EHXPLLL",
-                a_FREQUENCY_PIN_CLKI=f"{pll.f_in_mhz:g}",
-                a_FREQUENCY_PIN_CLKOP=f"{pll.f_out_mhz:g}",
-                a_ICP_CURRENT="12", a_LPF_RESISTOR="8",
-                a_MFG_ENABLE_FILTEROPAMP="1", a_MFG_GMCREF_SEL="2",
-                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED",
-                p_STDBY_ENABLE="DISABLED", p_DPHASE_SOURCE="DISABLED",
-                p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
-                p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
-                p_CLKI_DIV=pll.clki_div, p_CLKOP_ENABLE="ENABLED",
-                p_CLKOP_DIV=pll.clkop_div, p_CLKOP_CPHASE=pll.clkop_cphase, p_CLKOP_FPHASE=0,
-                p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=pll.clkfb_div,
-                i_RST=0, i_STDBY=0, i_CLKI=clk_in, i_CLKFB=cd_sync.clk,
-                i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
-                i_PLLWAKESYNC=0, i_ENCLKOP=0,
-                o_CLKOP=cd_sync.clk, o_LOCK=locked,
-            )
-            # No explicit constraint on the output: nextpnr derives it from the oscillator's and
-            # the dividers ("Derived frequency constraint of 100.0 MHz").
-            # Hold the design in reset until the PLL has locked.
-            m.submodules.reset_sync = cdc.ResetSynchronizer(~locked, domain="sync")
-        else:
-            m.d.comb += cd_sync.clk.eq(clk_in)
-            # iCE40 block RAMs read garbage for a few microseconds after configuration: hold the
-            # design in reset for 1024 cycles (85 us at 12 MHz) after power-on.
-            m.domains.por = cd_por = ClockDomain("por", reset_less=True)
-            m.d.comb += cd_por.clk.eq(clk_in)
-            por_count = Signal(10)
-            por_done = Signal()
-            with m.If(~por_done):
-                m.d.por += por_count.eq(por_count + 1)
-            m.d.por += por_done.eq(por_done | (por_count == 2**10 - 1))
-            m.submodules.reset_sync = cdc.ResetSynchronizer(~por_done, domain="sync")
+        add_board_clock(m, platform, self.board, self.pll)
 
         bridge = attach_bridge(m, self.core, self.divisor, rx_fifo_depth=self.rx_fifo_depth)
         uart = platform.request("uart", 0, dir="-")
