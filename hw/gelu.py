@@ -5,15 +5,17 @@ arithmetic and the stated error bound). The segment coefficients come from
 :func:`celosia.ir.gelu.gelu_table`, computed from the formula at build time, and live in one
 :class:`amaranth.lib.memory.Memory` ROM with one synchronous read port per lane.
 
-Pipeline (one beat per cycle; the whole pipeline stalls while the output is held)::
+Pipeline (one beat per cycle; the whole pipeline stalls while the output is held), built with
+:class:`celosia.hw.pipeline.Pipeline` so every stage holds at most one DSP or one carry chain::
 
-    accept   |x|, segment index -> ROM address; register t, ReLU(x), in-table flag
-    stage 1  ROM word (c0, c1, c2) out of the read port's register
-    stage 2  p1 = c2 · t                           (registered multiplier output)
-    stage 3  s1 = c1 + (p1 >> sh1)                 (register before the second multiplier)
-    stage 4  p2 = s1 · t                           (registered multiplier output)
-    stage 5  y  = ReLU(x)·2^(Fw−Fin) − (c0 + (p2 >> sh2))·2^(Fw−F0)
-    stage 6  out = saturate(round_half_even(y >> (Fw − Fout)))   -> o.payload, o.valid
+    |x| and ReLU(x) registered; segment index -> ROM address, t = low bits of |x|
+    ROM word (c0, c1, c2): block RAM register, then a fabric register
+    p1 = c2 · t                                    (registered DSP slices, summed if split)
+    s1 = c1 + (p1 >> sh1)
+    p2 = s1 · t
+    d  = c0 + (p2 >> sh2)        (0 outside the table)
+    y  = ReLU(x)·2^(Fw−Fin) − d·2^(Fw−F0)
+    r  = round_half_even(y >> (Fw − Fout));  out = saturate(r)   -> o.payload, o.valid
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from celosia.hw.pipeline import Pipeline, Tap
 from celosia.ir.gelu import GeluTable, gelu_table
 from celosia.ir.numerics import Fixed
 
@@ -89,8 +92,6 @@ class Gelu(wiring.Component):
         ``lanes`` < 1, unsigned formats, or an input with too few fractional bits for the table.
     """
 
-    latency = 6
-
     def __init__(self, in_fmt: Fixed, out_fmt: Fixed, lanes: int = 1, table: GeluTable | None = None):
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
             raise HardwareGenerationError(
@@ -115,6 +116,7 @@ class Gelu(wiring.Component):
         self.rom_bits = self.table.rom_bits
         self.in_layout = data.ArrayLayout(signed(in_fmt.bits), lanes)
         self.out_layout = data.ArrayLayout(signed(out_fmt.bits), lanes)
+        self.latency = self._datapath(Pipeline(None), Signal(signed(in_fmt.bits)), None).stage
         super().__init__(
             {
                 "i": In(stream.Signature(self.in_layout)),
@@ -122,102 +124,47 @@ class Gelu(wiring.Component):
             }
         )
 
-    def elaborate(self, platform):
-        m = Module()
+    def _datapath(self, pipe: Pipeline, x, rom) -> Tap:
+        """One lane: ``gelu_int`` of the input code ``x`` (see the module docstring)."""
         tab = self.table
         fin, fout = self.in_fmt, self.out_fmt
         tb = tab.tb
         (w0, sg0), (w1, sg1), (w2, sg2) = tab.widths
-        word_bits = w0 + w1 + w2
+        xin = Tap(x, 0)
+        a = pipe.reg("a", lambda v: Mux(v < 0, -v, v), xin, shape=unsigned(fin.bits))
+        relu = pipe.reg("relu", lambda v: Mux(v < 0, 0, v), xin, shape=unsigned(fin.bits - 1))
+        inside = a.map(lambda v: (v >> tb) < tab.n_seg)
+        addr = a.map(lambda v: Mux((v >> tb) < tab.n_seg, v >> tb, 0))
+        t = a.map(lambda v: v[:tb] if tb > 0 else Const(0, 1))
+        word = pipe.read("word", rom, w0 + w1 + w2, addr)
 
-        m.submodules.rom = rom = Memory(shape=unsigned(word_bits), depth=tab.n_seg, init=tab.words())
+        def field(lo, width, sg):
+            return word.map(lambda w: w[lo:lo + width].as_signed() if sg else w[lo:lo + width])
+        c0, c1, c2 = field(0, w0, sg0), field(w0, w1, sg1), field(w0 + w1, w2, sg2)
+        p1 = pipe.mul("p1", c2, t)
+        s1 = pipe.reg("s1", lambda c, v: c + _shift(v, tab.sh1), c1, p1)
+        p2 = pipe.mul("p2", s1, t)
+        d = pipe.reg("d", lambda c, v, ins: Mux(ins, c + _shift(v, tab.sh2), 0), c0, p2, inside)
+        y = pipe.reg("y", lambda r, v: (r << (tab.fw - fin.frac)) - (v << (tab.fw - tab.f0)), relu, d)
+        r = pipe.reg("r", lambda v: _round_half_even(v, tab.fw - fout.frac), y)
+        return pipe.reg("out", lambda v: Mux(v > fout.max_int, fout.max_int, Mux(v < fout.min_int, fout.min_int, v)),
+                        r, shape=signed(fout.bits))
 
+    def elaborate(self, platform):
+        m = Module()
+        tab = self.table
+        (w0, _), (w1, _), (w2, _) = tab.widths
+        m.submodules.rom = rom = Memory(shape=unsigned(w0 + w1 + w2), depth=tab.n_seg, init=tab.words())
         adv = Signal()  # the whole pipeline moves this cycle
-        valid = [Signal(name=f"v{s}") for s in range(1, 7)]
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
-        with m.If(adv):
-            m.d.sync += valid[0].eq(self.i.valid)
-            m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, 6)]
-        m.d.comb += self.o.valid.eq(valid[5])
-
-        def field(word, lo, width, sg):
-            v = word[lo : lo + width]
-            return v.as_signed() if sg else v
-
+        valid = self.i.valid
+        for k in range(self.latency):
+            v = Signal(name=f"v{k + 1}")
+            with m.If(adv):
+                m.d.sync += v.eq(valid)
+            valid = v
+        m.d.comb += self.o.valid.eq(valid)
         for lane in range(self.lanes):
-            x = self.i.payload[lane]
-            rp = rom.read_port(domain="sync")
-            n = f"l{lane}_"
-
-            # accept: magnitude, segment index, in-segment offset
-            a = Signal(unsigned(fin.bits), name=n + "a")
-            m.d.comb += a.eq(Mux(x < 0, -x, x))
-            k = a >> tb
-            inside = k < tab.n_seg
-            m.d.comb += [rp.addr.eq(Mux(inside, k, 0)), rp.en.eq(adv)]
-            t_shape = unsigned(max(tb, 1))
-            t_val = a[:tb] if tb > 0 else Const(0, 1)
-            relu_shape = unsigned(fin.bits - 1)
-
-            t1 = Signal(t_shape, name=n + "t1")
-            relu1 = Signal(relu_shape, name=n + "relu1")
-            in1 = Signal(name=n + "in1")
-            with m.If(adv):
-                m.d.sync += [t1.eq(t_val), relu1.eq(Mux(x < 0, 0, x)), in1.eq(inside)]
-
-            # stage 1 -> 2: first multiplier (inputs: ROM register, t1 register)
-            word = rp.data
-            c0 = field(word, 0, w0, sg0)
-            c1 = field(word, w0, w1, sg1)
-            c2 = field(word, w0 + w1, w2, sg2)
-            prod1 = c2 * t1
-            p1 = Signal(prod1.shape(), name=n + "p1")
-            c1_2 = Signal(c1.shape(), name=n + "c1_2")
-            c0_2 = Signal(c0.shape(), name=n + "c0_2")
-            t2 = Signal(t_shape, name=n + "t2")
-            relu2 = Signal(relu_shape, name=n + "relu2")
-            in2 = Signal(name=n + "in2")
-            with m.If(adv):
-                m.d.sync += [p1.eq(prod1), c1_2.eq(c1), c0_2.eq(c0), t2.eq(t1), relu2.eq(relu1), in2.eq(in1)]
-
-            # stage 2 -> 3: s1 = c1 + (p1 >> sh1), registered before the second multiplier
-            sum1 = c1_2 + _shift(p1, tab.sh1)
-            s1 = Signal(sum1.shape(), name=n + "s1")
-            c0_3 = Signal(c0.shape(), name=n + "c0_3")
-            t3 = Signal(t_shape, name=n + "t3")
-            relu3 = Signal(relu_shape, name=n + "relu3")
-            in3 = Signal(name=n + "in3")
-            with m.If(adv):
-                m.d.sync += [s1.eq(sum1), c0_3.eq(c0_2), t3.eq(t2), relu3.eq(relu2), in3.eq(in2)]
-
-            # stage 3 -> 4: second multiplier
-            prod2 = s1 * t3
-            p2 = Signal(prod2.shape(), name=n + "p2")
-            c0_4 = Signal(c0.shape(), name=n + "c0_4")
-            relu4 = Signal(relu_shape, name=n + "relu4")
-            in4 = Signal(name=n + "in4")
-            with m.If(adv):
-                m.d.sync += [p2.eq(prod2), c0_4.eq(c0_3), relu4.eq(relu3), in4.eq(in3)]
-
-            # stage 4 -> 5: d = c0 + (p2 >> sh2); y = ReLU(x) − d at Fw fractional bits
-            d = c0_4 + _shift(p2, tab.sh2)
-            d_w = Mux(in4, d, 0) << (tab.fw - tab.f0)
-            relu_w = relu4 << (tab.fw - fin.frac)
-            y_expr = relu_w - d_w
-            y = Signal(y_expr.shape(), name=n + "y")
-            with m.If(adv):
-                m.d.sync += y.eq(y_expr)
-
-            # stage 5 -> 6: round half-even to the output format and saturate
-            r = _round_half_even(y, tab.fw - fout.frac)
-            out = Signal(signed(fout.bits), name=n + "out")
-            with m.If(adv):
-                with m.If(r > fout.max_int):
-                    m.d.sync += out.eq(fout.max_int)
-                with m.Elif(r < fout.min_int):
-                    m.d.sync += out.eq(fout.min_int)
-                with m.Else():
-                    m.d.sync += out.eq(r)
-            m.d.comb += self.o.payload[lane].eq(out)
-
+            out = self._datapath(Pipeline(m, adv, prefix=f"l{lane}_"), self.i.payload[lane], rom)
+            m.d.comb += self.o.payload[lane].eq(out.value)
         return m
