@@ -33,7 +33,8 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from celosia.hw.primitives import Rsqrt
+from celosia.hw.pipeline import Pipeline, Tap
+from celosia.hw.primitives import Rsqrt, shift_right
 from celosia.ir.norm import NormParams, norm_params
 from celosia.ir.numerics import Fixed, frac_for_range, quantize
 
@@ -87,8 +88,13 @@ class _Norm(wiring.Component):
         self.gamma_codes = quantize(g, gamma_fmt)
         self.beta_codes = None if rms else quantize(b, beta_fmt)
         self.rsqrt = Rsqrt(self.params.rsqrt_in, self.params.rsqrt_out, self.params.table_bits, self.params.guard_bits)
-        self.latency = 15 + self.rsqrt.latency
-        self.cycles_per_row = self.beats + 8 + self.rsqrt.latency
+        self.sum_latency, self.row_latency, self.out_latency = self._plan()
+        # input side per row: ACC (beats) -> DRAIN (sum pipeline empties) -> CALC (row pipeline)
+        # -> SEND -> Rsqrt -> WAIT (hand-off); the output side then reads the row back through
+        # its own pipeline. The constants (+3, +2) are the FSM's hand-over cycles, checked against
+        # the simulated cycle counts in tests/test_norm.py.
+        self.latency = self.sum_latency + self.row_latency + self.rsqrt.latency + self.out_latency + 3
+        self.cycles_per_row = self.beats + self.sum_latency + self.row_latency + self.rsqrt.latency + 2
         self.rom_bits = self.params.rom_bits
         self.buffer_bits = 2 * D * in_fmt.bits
         super().__init__({
@@ -96,162 +102,192 @@ class _Norm(wiring.Component):
             "o": Out(stream.Signature(data.ArrayLayout(signed(out_fmt.bits), lanes))),
         })
 
+    # ------------------------------------------------------------------ widths
+    def _widths(self) -> dict:
+        """Exact widths of the row statistics (``S1``, ``S2``, ``Z``, ``A``)."""
+        p, D, B = self.params, self.D, self.in_fmt.bits
+        qmax = 1 << (B - 1)
+        s2max = D * qmax * qmax
+        zmax = ((D * s2max) << (2 * p.k)) + p.eps_term
+        return {"s1": _sbits(D * qmax), "s2": s2max.bit_length(), "z": zmax.bit_length(),
+                "a": _sbits(2 * D * qmax)}
+
+    # ------------------------------------------------------------------ datapaths
+    def _sum_path(self, pipe: Pipeline, q: list) -> tuple[Tap, Tap]:
+        """Per beat: ``Σ q`` and ``Σ q²`` over the lanes (registered products and adder trees)."""
+        qs = [pipe.reg(f"q{ln}", lambda v: v, Tap(v, 0)) for ln, v in enumerate(q)]
+        sqs = [pipe.mul(f"sq{ln}", t, t) for ln, t in enumerate(qs)]
+        s1b, s2b = _tree(pipe, "s1b", qs), _tree(pipe, "s2b", sqs)
+        stage = max(s1b.stage, s2b.stage)
+        return Tap(pipe.at(s1b, stage), stage), Tap(pipe.at(s2b, stage), stage)
+
+    def _row_path(self, pipe: Pipeline, S1: Tap, S2: Tap) -> dict[str, Tap]:
+        """Per row: ``Z``, its normalised ``Zm``, the output shift (minus one) and the sticky mask."""
+        p, D, w = self.params, self.D, self._widths()
+        Wz = p.z_bits
+        Lz = -2 * p.s_min  # left pre-shift of Z so the normalising shift is >= 0
+        L0 = max(0, 1 - (p.sh_const + p.s_min))
+        nS2 = pipe.mul("nS2", S2, D)
+        if self.rms:
+            V = nS2
+        else:
+            S1sq = pipe.mul("S1sq", S1, S1)
+            V = pipe.reg("V", lambda a, b: Mux(a < b, 0, a - b), nS2, S1sq, shape=unsigned(len(nS2.value)))
+        Z = pipe.reg("Z", lambda v: (v << (2 * p.k)) + p.eps_term, V, shape=unsigned(w["z"]))
+        bl = _bit_length(pipe, "bl", Z, w["z"])
+        zsh_vals, tsh_vals = [], []
+        for n_bits in range(w["z"] + 1):
+            sft = -((Wz - max(n_bits, 1)) // 2)
+            zsh_vals.append(2 * sft + Lz)
+            tsh_vals.append(p.sh_const + sft + L0 - 1)  # stored minus one
+        zsh = pipe.reg("zsh", lambda v: Array(Const(x, range(max(zsh_vals) + 1)) for x in zsh_vals)[v], bl)
+        tsh = pipe.reg("tsh", lambda v: Array(Const(x, range(max(tsh_vals) + 1)) for x in tsh_vals)[v], bl)
+        zl = Z.map(lambda v: Cat(Const(0, Lz), v) if Lz else v)
+        Zm = shift_right(pipe, "Zm", zl, zsh).map(lambda v: v[:Wz])
+        mw = max(max(tsh_vals), 1)
+        mask = pipe.reg("mask", lambda t: (Const(1, mw + 1) << t) - 1, tsh, shape=unsigned(mw))
+        return {"Zm": Zm, "tsh": tsh, "mask": mask}
+
+    def _out_path(self, pipe: Pipeline, ln: int, q: Tap, g: Tap, b: Tap | None, row: dict) -> Tap:
+        """One lane of the output side: ``A = n·q − S1``, ``t = round(A·r)``, ``t·γ + β``, round, saturate.
+
+        ``row`` holds the row constants (``S1``, ``r``, ``tsh``, ``mask``) as plain values: they are
+        stable while the row is output, so they need no delay registers.
+        """
+        p, D = self.params, self.D
+        L0 = max(0, 1 - (p.sh_const + p.s_min))
+        n_ = f"l{ln}_"
+        qD = pipe.mul(n_ + "qD", q, D)
+        A = qD if self.rms else pipe.reg(n_ + "A", lambda v: v - row["S1"], qD, shape=signed(self._widths()["a"]))
+        P = pipe.mul(n_ + "P", A, Tap(row["r"], A.stage))
+        pw = P.map(lambda v: (v << L0) if L0 else v)
+        # t = round_half_even(pw·2^-(tsh+1)); tsh (the shift minus one) and its mask are per row
+        sticky = pipe.reg(n_ + "sticky", lambda v: (v.as_unsigned()[:len(row["mask"])] & row["mask"]).any(), pw)
+        hi = shift_right(pipe, n_ + "hi", pw, Tap(row["tsh"], pw.stage))
+
+        def rnd(h, st):
+            fl = h >> 1
+            return fl + (h[0] & (st | fl[0]))
+        t = pipe.reg(n_ + "t", rnd, hi, sticky, shape=signed(p.t_bits))
+        u = pipe.mul(n_ + "u", t, g)
+        acc = u if b is None else pipe.reg(
+            n_ + "acc", lambda x, y: x + ((y << p.beta_shift) if p.beta_shift else y), u, b)
+        ps = p.prod_shift
+        if ps > 0:
+            def he(v):
+                fl2 = v >> ps
+                rem = v[:ps]
+                return fl2 + ((rem > (1 << (ps - 1))) | ((rem == (1 << (ps - 1))) & fl2[0]))
+            acc = pipe.reg(n_ + "rnd", he, acc)
+        elif ps < 0:
+            acc = acc.map(lambda v: v << -ps)
+        fo = self.out_fmt
+        return pipe.reg(n_ + "out", lambda v: Mux(v > fo.max_int, fo.max_int, Mux(v < fo.min_int, fo.min_int, v)),
+                        acc, shape=signed(fo.bits))
+
+    def _plan(self):
+        """Latencies of the three datapaths, from a planning run (no hardware)."""
+        B, L = self.in_fmt.bits, self.lanes
+        w = self._widths()
+        s1b, s2b = self._sum_path(Pipeline(None), [Signal(signed(B)) for _ in range(L)])
+        row = self._row_path(Pipeline(None), Tap(Signal(signed(w["s1"])), 0), Tap(Signal(unsigned(w["s2"])), 0))
+        rowv = {"S1": Signal(signed(w["s1"])), "r": Signal(unsigned(self.params.rsqrt_frac + 2)),
+                "tsh": Signal.like(row["tsh"].value), "mask": Signal.like(row["mask"].value)}
+        pipe = Pipeline(None)
+        q = Tap(Signal(signed(B)), 2)
+        g = Tap(Signal(signed(self.gamma_fmt.bits)), 2)
+        b = None if self.rms else Tap(Signal(signed(self.beta_fmt.bits)), 2)
+        out = self._out_path(pipe, 0, q, g, b, rowv)
+        return max(s1b.stage, s2b.stage), max(row["Zm"].stage, row["mask"].stage), out.stage
+
     def elaborate(self, platform):
         m = Module()
         p = self.params
         L, NB, D = self.lanes, self.beats, self.D
         B = self.in_fmt.bits
+        w = self._widths()
         m.submodules.rsqrt = rs = self.rsqrt
-
-        # ---- exact widths
-        qmax = 1 << (B - 1)
-        s1max = D * qmax
-        s2max = D * qmax * qmax
-        vmax = D * s2max
-        zmax = (vmax << (2 * p.k)) + p.eps_term
-        zw = zmax.bit_length()
-        amax = 2 * D * qmax
-        Wz = p.z_bits
-        Lz = -2 * p.s_min  # left pre-shift of Z so the normalising shift is >= 0
-        sh_min = p.sh_const + p.s_min
-        L0 = max(0, 1 - sh_min)  # left pre-shift of A·r so the rounding shift is >= 1
-        gw, ow = self.gamma_fmt.bits, self.out_fmt.bits
+        gw = self.gamma_fmt.bits
         bw = 0 if self.rms else self.beta_fmt.bits
 
-        # ---- memories: row buffer, γ / β ROMs (one word per beat, lanes packed)
-        m.submodules.buf = buf = Memory(shape=unsigned(L * B), depth=2 * NB, init=[])  # two row banks
+        # ---- memories: row buffer (two banks), γ / β ROMs (one word per beat, lanes packed)
+        m.submodules.buf = buf = Memory(shape=unsigned(L * B), depth=2 * NB, init=[])
         wp = buf.write_port()
-        rp = buf.read_port(domain="sync")
 
-        def pack(codes, w):
+        def pack(codes, width):
             words = []
             for j in range(NB):
                 v = 0
                 for ln in range(L):
-                    v |= (int(codes[j * L + ln]) & ((1 << w) - 1)) << (ln * w)
+                    v |= (int(codes[j * L + ln]) & ((1 << width) - 1)) << (ln * width)
                 words.append(v)
             return words
 
         m.submodules.grom = grom = Memory(shape=unsigned(L * gw), depth=NB, init=pack(self.gamma_codes, gw))
-        gp = grom.read_port(domain="sync")
         if not self.rms:
             m.submodules.brom = brom = Memory(shape=unsigned(L * bw), depth=NB, init=pack(self.beta_codes, bw))
-            bp = brom.read_port(domain="sync")
 
-        # ---- statistics pass
+        # ---- statistics pass: accept, buffer, per-beat sums (pipelined), accumulate
         cw = (NB + 1).bit_length()
-        wcnt = Signal(cw)
-        rcnt = Signal(cw)
-        ocnt = Signal(cw)
-        S1 = Signal(signed(_sbits(s1max)))
-        S2 = Signal(unsigned(s2max.bit_length()))
-        fire = Signal()
-        in_acc = Signal()
-        m.d.comb += [self.i.ready.eq(in_acc), fire.eq(self.i.valid & in_acc)]
+        wcnt, rcnt, ocnt = Signal(cw), Signal(cw), Signal(cw)
+        S1 = Signal(signed(w["s1"]))
+        S2 = Signal(unsigned(w["s2"]))
+        fire, in_acc, clear = Signal(), Signal(), Signal()
         wbank, obank, obusy = Signal(), Signal(), Signal()
+        m.d.comb += [self.i.ready.eq(in_acc), fire.eq(self.i.valid & in_acc)]
         m.d.comb += [wp.addr.eq(Mux(wbank, wcnt + NB, wcnt)), wp.data.eq(self.i.payload.as_value()), wp.en.eq(fire)]
-        v1, v2 = Signal(), Signal()
-        q1 = [Signal(signed(B), name=f"q1_{ln}") for ln in range(L)]
-        sq1 = Signal(signed(_sbits(L * qmax)))
-        sqs = [Signal(unsigned((qmax * qmax).bit_length()), name=f"sq2_{ln}") for ln in range(L)]
-        m.d.sync += [v1.eq(fire), v2.eq(v1)]
-        m.d.sync += [q1[ln].eq(self.i.payload[ln]) for ln in range(L)]
-        m.d.sync += [sqs[ln].eq(q1[ln] * q1[ln]) for ln in range(L)]
-        m.d.sync += sq1.eq(sum(q1[1:], q1[0]))
-        sum_sq = sum(sqs[1:], sqs[0])
-        clear = Signal()
+        s1b, s2b = self._sum_path(Pipeline(m, prefix="st_"), [self.i.payload[ln] for ln in range(L)])
+        vchain = [fire]
+        for k in range(self.sum_latency):
+            v = Signal(name=f"sum_v{k + 1}")
+            m.d.sync += v.eq(vchain[-1])
+            vchain.append(v)
+        stats_busy = Cat(*vchain[1:]).any()
         with m.If(clear):
             m.d.sync += [S1.eq(0), S2.eq(0)]
-        with m.Elif(v2):
-            m.d.sync += [S1.eq(S1 + sq1), S2.eq(S2 + sum_sq)]
-        # (sq1 is registered one cycle after q1, aligned with sqs: both reflect the beat of v2)
+        with m.Elif(vchain[-1]):
+            m.d.sync += [S1.eq(S1 + s1b.value), S2.eq(S2 + s2b.value)]
 
-        nS2 = Signal(unsigned(vmax.bit_length()))
-        S1sq = Signal(unsigned(vmax.bit_length()))
-        Z = Signal(unsigned(zw))
-        ztab_bits = range(zw + 1)
-        zsh_vals, tsh_vals = [], []
-        for bl in ztab_bits:
-            s = -((Wz - max(bl, 1)) // 2)
-            zsh_vals.append(2 * s + Lz)
-            tsh_vals.append(p.sh_const + s + L0 - 1)  # stored minus one
-        zsh = Signal(range(max(zsh_vals) + 1))
-        tsh = Signal(range(max(tsh_vals) + 1))
-        Zm = Signal(unsigned(Wz))
+        # ---- per-row constants: a free-running pipeline from S1, S2 (held until the hand-off)
+        row = self._row_path(Pipeline(m, prefix="row_"), Tap(S1, 0), Tap(S2, 0))
         r = Signal(unsigned(p.rsqrt_frac + 2))  # row constants of the row being output
-        otsh = Signal.like(tsh)
+        otsh = Signal.like(row["tsh"].value)
+        omask = Signal.like(row["mask"].value)
         oS1 = Signal.like(S1)
-        bl = Signal(range(zw + 1))
-        m.d.comb += bl.eq(0)
-        for kb in range(zw):
-            with m.If(Z[kb]):
-                m.d.comb += bl.eq(kb + 1)
+        tsh_h = Signal.like(otsh)
+        mask_h = Signal.like(omask)
+        calc = Signal(range(self.row_latency + 1))
 
-        # ---- output pipeline
-        adv = Signal()
+        # ---- output side: one stall-as-a-whole pipeline for all lanes
+        adv, iss = Signal(), Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
-        iss = Signal()
-        vs = [Signal(name=f"vo{k}") for k in range(1, 7)]
-        with m.If(adv):
-            m.d.sync += vs[0].eq(iss)
-            m.d.sync += [vs[k].eq(vs[k - 1]) for k in range(1, 6)]
-        m.d.comb += self.o.valid.eq(vs[5])
-        m.d.comb += [rp.addr.eq(Mux(obank, rcnt + NB, rcnt)), rp.en.eq(adv)]
-        for port in ([gp] if self.rms else [gp, bp]):
-            m.d.comb += [port.addr.eq(rcnt), port.en.eq(adv)]
+        opipe = Pipeline(m, adv, prefix="o_")
         m.d.comb += iss.eq(obusy & (rcnt < NB))
+        addr = Tap(Mux(obank, rcnt + NB, rcnt), 0)
+        qw = opipe.read("q", buf, L * B, addr)
+        gwd = opipe.read("g", grom, L * gw, Tap(rcnt, 0))
+        bwd = None if self.rms else opipe.read("b", brom, L * bw, Tap(rcnt, 0))
+        rowv = {"S1": oS1, "r": r, "tsh": otsh, "mask": omask}
+        outs = []
+        for ln in range(L):
+            q = qw.map(lambda v: v[ln * B:(ln + 1) * B].as_signed())
+            g = gwd.map(lambda v: v[ln * gw:(ln + 1) * gw].as_signed())
+            b = None if bwd is None else bwd.map(lambda v: v[ln * bw:(ln + 1) * bw].as_signed())
+            outs.append(self._out_path(opipe, ln, q, g, b, rowv))
+        vs = iss
+        for k in range(self.out_latency):
+            v = Signal(name=f"vo{k + 1}")
+            with m.If(adv):
+                m.d.sync += v.eq(vs)
+            vs = v
+        m.d.comb += self.o.valid.eq(vs)
+        m.d.comb += [self.o.payload[ln].eq(o.value) for ln, o in enumerate(outs)]
         with m.If(adv & iss):
             m.d.sync += rcnt.eq(rcnt + 1)
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += ocnt.eq(ocnt + 1)
             with m.If(ocnt == NB - 1):
                 m.d.sync += obusy.eq(0)
-
-        aw = _sbits(amax)
-        rw = p.rsqrt_frac + 2
-        tw = p.t_bits
-        for ln in range(L):
-            n_ = f"l{ln}_"
-            q = rp.data[ln * B:(ln + 1) * B].as_signed()
-            g1 = gp.data[ln * gw:(ln + 1) * gw].as_signed()
-            A2 = Signal(signed(aw), name=n_ + "A2")
-            g2, g3, g4 = (Signal(signed(gw), name=n_ + f"g{k}") for k in (2, 3, 4))
-            P3 = Signal(signed(aw + rw + 1), name=n_ + "P3")
-            t4 = Signal(signed(tw), name=n_ + "t4")
-            u5 = Signal(signed(tw + gw), name=n_ + "u5")
-            out6 = Signal(signed(ow), name=n_ + "out6")
-            aval = q * D if self.rms else q * D - oS1
-            with m.If(adv):
-                m.d.sync += [A2.eq(aval), g2.eq(g1), g3.eq(g2), g4.eq(g3)]
-                m.d.sync += P3.eq(A2 * r)
-                # t = round_half_even((P3·2^L0)·2^-(tsh+1)); tsh holds the shift minus one
-                pw = P3 << L0 if L0 else P3
-                hi = pw >> otsh  # floor(P·2^-(shift-1))
-                fl = hi >> 1
-                guard = hi[0]
-                sticky = (pw - (hi << otsh)) != 0
-                m.d.sync += t4.eq(fl + (guard & (sticky | fl[0])))
-                m.d.sync += u5.eq(t4 * g4)
-            if self.rms:
-                acc = u5
-            else:
-                b1 = bp.data[ln * bw:(ln + 1) * bw].as_signed()
-                b2, b3, b4, b5 = (Signal(signed(bw), name=n_ + f"b{k}") for k in (2, 3, 4, 5))
-                with m.If(adv):
-                    m.d.sync += [b2.eq(b1), b3.eq(b2), b4.eq(b3), b5.eq(b4)]
-                acc = u5 + (b5 << p.beta_shift) if p.beta_shift else u5 + b5
-            ps = p.prod_shift
-            if ps > 0:
-                fl2 = acc >> ps
-                rem = acc[:ps]
-                half = 1 << (ps - 1)
-                rnd = fl2 + ((rem > half) | ((rem == half) & fl2[0]))
-            else:
-                rnd = acc << -ps if ps < 0 else acc
-            fo = self.out_fmt
-            with m.If(adv):
-                m.d.sync += out6.eq(Mux(rnd > fo.max_int, fo.max_int, Mux(rnd < fo.min_int, fo.min_int, rnd)))
-            m.d.comb += self.o.payload[ln].eq(out6)
 
         # ---- control
         with m.FSM(name="norm"):
@@ -261,39 +297,60 @@ class _Norm(wiring.Component):
                     m.d.sync += wcnt.eq(wcnt + 1)
                     with m.If(wcnt == NB - 1):
                         m.next = "DRAIN"
-            with m.State("DRAIN"), m.If(~v1 & ~v2):
-                m.next = "ST0"
-            with m.State("ST0"):
-                m.d.sync += nS2.eq(S2 * D)
-                if not self.rms:
-                    m.d.sync += S1sq.eq(S1 * S1)
-                m.next = "ST1"
-            with m.State("ST1"):
-                vv = nS2 - S1sq if not self.rms else nS2
-                v = Mux(nS2 < S1sq, 0, vv) if not self.rms else vv
-                m.d.sync += Z.eq((v << (2 * p.k)) + p.eps_term)
-                m.next = "ST2"
-            with m.State("ST2"):
-                m.d.sync += zsh.eq(Array(Const(x, len(zsh)) for x in zsh_vals)[bl])
-                m.d.sync += tsh.eq(Array(Const(x, len(tsh)) for x in tsh_vals)[bl])
-                m.next = "ST3"
-            with m.State("ST3"):
-                zl = Cat(Const(0, Lz), Z) if Lz else Z
-                m.d.sync += Zm.eq((zl >> zsh)[:Wz])
-                m.next = "SEND"
+            with m.State("DRAIN"), m.If(~stats_busy):
+                m.d.sync += calc.eq(self.row_latency)
+                m.next = "CALC"
+            with m.State("CALC"):  # S1, S2 final: wait for the row pipeline to settle
+                m.d.sync += calc.eq(calc - 1)
+                with m.If(calc == 1):
+                    m.d.sync += [tsh_h.eq(row["tsh"].value), mask_h.eq(row["mask"].value)]
+                    m.next = "SEND"
             with m.State("SEND"):
-                m.d.comb += [rs.x.valid.eq(1), rs.x.payload.eq(Zm)]
+                m.d.comb += [rs.x.valid.eq(1), rs.x.payload.eq(row["Zm"].value)]
                 with m.If(rs.x.ready):
                     m.next = "WAIT"
             with m.State("WAIT"):
                 # hand the row to the output side once it is idle; then accept the next row
                 m.d.comb += rs.y.ready.eq(~obusy)
                 with m.If(rs.y.valid & ~obusy):
-                    m.d.sync += [r.eq(rs.y.payload), otsh.eq(tsh), oS1.eq(S1), obank.eq(wbank), obusy.eq(1),
-                                 rcnt.eq(0), ocnt.eq(0), wbank.eq(~wbank), wcnt.eq(0)]
+                    m.d.sync += [r.eq(rs.y.payload), otsh.eq(tsh_h), omask.eq(mask_h), oS1.eq(S1), obank.eq(wbank),
+                                 obusy.eq(1), rcnt.eq(0), ocnt.eq(0), wbank.eq(~wbank), wcnt.eq(0)]
                     m.d.comb += clear.eq(1)
                     m.next = "ACC"
         return m
+
+
+def _tree(pipe: Pipeline, name: str, taps: list[Tap]) -> Tap:
+    """Sum of ``taps`` by a registered binary adder tree (the tap itself for one)."""
+    while len(taps) > 1:
+        nxt = [pipe.reg(name, lambda a, b: a + b, x, y) for x, y in zip(taps[0::2], taps[1::2])]
+        if len(taps) % 2:
+            nxt.append(taps[-1])
+        taps = nxt
+    return taps[0]
+
+
+def _bit_length(pipe: Pipeline, name: str, v: Tap, width: int, group: int = 16) -> Tap:
+    """``bitlen(v)`` over two stages: per ``group``-bit slice (nonzero, bit length), then the top slice."""
+    groups = [(lo, min(group, width - lo)) for lo in range(0, width, group)]
+    out_shape = range(width + 1)
+
+    def slice_bl(x, lo, n):
+        bl = Const(0, range(n + 1))
+        for k in range(n):  # the highest set bit is applied last and wins
+            bl = Mux(x[lo + k], k + 1, bl)
+        return bl
+    per = [pipe.reg(f"{name}_g", lambda x, lo=lo, n=n: slice_bl(x, lo, n), v) for lo, n in groups]
+    nz = [pipe.reg(f"{name}_nz", lambda x, lo=lo, n=n: x[lo:lo + n].any(), v) for lo, n in groups]
+
+    def pick(*vals):
+        k = len(groups)
+        bls, nzs = vals[:k], vals[k:]
+        out = Const(0, out_shape)
+        for (lo, _), b, z in zip(groups, bls, nzs):  # the highest nonzero slice wins
+            out = Mux(z, lo + b, out)
+        return out
+    return pipe.reg(name, pick, *per, *nz, shape=out_shape)
 
 
 class LayerNorm(_Norm):
