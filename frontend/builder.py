@@ -108,6 +108,69 @@ class GraphBuilder:
         g = self.const(gamma, f"{name}.gamma")
         return self._add("RMSNorm", (self._check(x), g.name), name, eps=float(eps))
 
+    def matmul(self, a: Tensor, b: Tensor, name: str | None = None) -> Tensor:
+        """Batched matrix product ``a @ b`` (numpy ``matmul`` broadcasting of leading dims)."""
+        return self._add("MatMul", (self._check(a), self._check(b)), name)
+
+    def mul(self, a: Tensor, b: Tensor, name: str | None = None) -> Tensor:
+        """Elementwise product with numpy broadcasting."""
+        return self._add("Mul", (self._check(a), self._check(b)), name)
+
+    def silu(self, x: Tensor, name: str | None = None) -> Tensor:
+        """Elementwise ``x * sigmoid(x)``."""
+        return self._add("SiLU", (self._check(x),), name)
+
+    def gelu_tanh(self, x: Tensor, name: str | None = None) -> Tensor:
+        """GELU in its tanh approximation (PyTorch ``approximate="tanh"``)."""
+        return self._add("GELU", (self._check(x),), name, approximate="tanh")
+
+    def embedding(self, ids: Tensor, table, name: str | None = None) -> Tensor:
+        """Rows of ``table`` (vocab, dim) picked by the integer ``ids``."""
+        name = self._name("Embedding", name)
+        t = self.const(table, f"{name}.weight")
+        return self._add("Embedding", (self._check(ids), t.name), name)
+
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, *, heads: int | None = None, kv_heads: int | None = None,
+                  causal: bool = False, mask: Tensor | None = None, scale: float | None = None,
+                  name: str | None = None) -> Tensor:
+        """Multi-head attention ``softmax(scale·q·kᵀ)·v`` (see :mod:`celosia.ir.attention`).
+
+        ``q, k, v`` are packed ``(B, T, H·E)`` (give ``heads`` and, for GQA, ``kv_heads``)
+        or split ``(B, H, T, E)``; ``mask`` is a ``(B, Tk)`` key-padding mask, 1 = attend.
+        """
+        ins = (self._check(q), self._check(k), self._check(v)) + ((self._check(mask),) if mask is not None else ())
+        attrs = {"causal": bool(causal)}
+        if heads is not None:
+            attrs["heads"] = int(heads)
+            attrs["kv_heads"] = int(kv_heads or heads)
+        if scale is not None:
+            attrs["scale"] = float(scale)
+        return self._add("Attention", ins, name, **attrs)
+
+    def moe(self, x: Tensor, gate_w, gate_b, w1, b1, w2, b2, *, top_k: int = 2, activation: str = "gelu",
+            name: str | None = None) -> Tensor:
+        """A mixture-of-experts MLP (see :mod:`celosia.ir.moe`); expert weights stacked on axis 0."""
+        name = self._name("MoE", name)
+        params = {"gate.weight": gate_w, "gate.bias": gate_b, "w1": w1, "b1": b1, "w2": w2, "b2": b2}
+        ins = (self._check(x),) + tuple(self.const(v, f"{name}.{k}").name for k, v in params.items())
+        return self._add("MoE", ins, name, top_k=int(top_k), activation=activation)
+
+    def reshape(self, x: Tensor, shape, name: str | None = None) -> Tensor:
+        """Reshape to a static shape (no compute)."""
+        return self._add("Reshape", (self._check(x),), name, shape=tuple(int(d) for d in shape))
+
+    def transpose(self, x: Tensor, perm, name: str | None = None) -> Tensor:
+        """Permute the axes (no compute)."""
+        return self._add("Transpose", (self._check(x),), name, perm=tuple(int(p) for p in perm))
+
+    def slice(self, x: Tensor, axis: int, start: int, stop: int, name: str | None = None) -> Tensor:
+        """``x[..., start:stop, ...]`` along ``axis`` (no compute)."""
+        return self._add("Slice", (self._check(x),), name, axis=int(axis), start=int(start), stop=int(stop))
+
+    def concat(self, parts: list[Tensor], axis: int, name: str | None = None) -> Tensor:
+        """Concatenate tensors along ``axis``."""
+        return self._add("Concat", tuple(self._check(p) for p in parts), name, axis=int(axis))
+
     def output(self, x: Tensor, name: str | None = None) -> Tensor:
         """Mark ``x`` as a model output."""
         return self._add("Output", (self._check(x),), name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -25,12 +25,16 @@ class ZooModel:
         The float graph for a batch size.
     sample : callable(batch, rng) -> dict
         One input sample (the same distribution as the model's real inputs).
+    metrics : dict
+        Recorded float figures of trained models (e.g. ``float_test_acc``), measured by
+        their training script and checked by the zoo tests.
     """
 
     name: str
     description: str
     build: Callable[[int], Graph]
     sample: Callable[[int, np.random.Generator], dict]
+    metrics: dict = field(default_factory=dict)
 
     def samples(self, count: int, batch: int = 1, seed: int = 0) -> list[dict]:
         """``count`` deterministic input samples."""
@@ -65,6 +69,38 @@ def _pixels(features: int) -> Callable[[int, np.random.Generator], dict]:
     return sample
 
 
+def _digits(batch: int, rng: np.random.Generator) -> dict:
+    from celosia.frontend.transformers import digits_calibration
+
+    images = digits_calibration()
+    return {"x": images[rng.integers(0, len(images), size=batch)]}
+
+
+def _text(batch: int, rng: np.random.Generator) -> dict:
+    from celosia.frontend.transformers import load_weights, text_corpus
+
+    meta = load_weights("gpt-tiny")[1]
+    vocab, ctx = meta["vocab"], meta["config"]["ctx"]
+    ids = np.array([vocab.index(c) for c in text_corpus()])
+    starts = rng.integers(0, len(ids) - ctx, size=batch)
+    return {"ids": np.stack([ids[s:s + ctx] for s in starts]).astype(np.float64)}
+
+
+def _vit(name: str) -> Callable[[int], Graph]:
+    def build(batch: int = 1) -> Graph:
+        from celosia.frontend.transformers import build_vit
+
+        return build_vit(name, batch)
+
+    return build
+
+
+def _gpt(batch: int = 1) -> Graph:
+    from celosia.frontend.transformers import build_gpt
+
+    return build_gpt("gpt-tiny", batch)
+
+
 ZOO: dict[str, ZooModel] = {
     m.name: m
     for m in [
@@ -79,6 +115,31 @@ ZOO: dict[str, ZooModel] = {
             "MLP 16-16-4 with ReLU, small enough for an iCE40 UP5K",
             _mlp("mlp-micro", [16, 16, 4], seed=7),
             _pixels(16),
+        ),
+        ZooModel(
+            "vit-digits",
+            "ViT on 8x8 digits: 2x2 patches + class token, 2 pre-norm encoder layers (dim 32, 4 heads, "
+            "GELU MLP 64), LayerNorm; float test accuracy 97.78 % (352/360)",
+            _vit("vit-digits"),
+            _digits,
+            {"float_test_acc": 352 / 360, "test_size": 360, "train_script": "frontend/training/train_vit_digits.py"},
+        ),
+        ZooModel(
+            "moe-vit-digits",
+            "vit-digits with a MoE MLP in layer 2 (4 GELU experts, top-2, V-MoE softmax gate); "
+            "float test accuracy 97.78 % (352/360)",
+            _vit("moe-vit-digits"),
+            _digits,
+            {"float_test_acc": 352 / 360, "test_size": 360,
+             "train_script": "frontend/training/train_vit_digits.py --moe"},
+        ),
+        ZooModel(
+            "gpt-tiny",
+            "decoder-only character model: 32-token context, 2 layers (dim 64, 4 query / 2 key-value heads, "
+            "causal), RMSNorm, SiLU MLP 128; 94.1 % next-character accuracy on its public-domain text",
+            _gpt,
+            _text,
+            {"float_next_char_acc": 0.9413, "train_script": "frontend/training/train_gpt_tiny.py"},
         ),
     ]
 }

@@ -18,6 +18,24 @@ GELU    (x)           erf form, x * Phi(x)
 LayerNorm (x, gamma, beta)   over the last axis; attrs eps
 RMSNorm (x, gamma)    over the last axis; attrs eps
 Output  (x)
+
+Transformer and MoE ops (semantics: :mod:`celosia.ir.attention`, :mod:`celosia.ir.moe`,
+:mod:`celosia.ir.silu`, :mod:`celosia.ir.elementwise`, :mod:`celosia.ir.layout`):
+
+MatMul  (a, b)        batched a @ b, numpy matmul broadcasting of leading dims
+Mul     (a, b)        elementwise product, numpy broadcasting
+SiLU    (x)           x * sigmoid(x)
+GELU    attrs approximate: "none" (default, erf form) or "tanh" (float semantics of the
+                      tanh form; the integer unit computes the erf form, see sim.golden)
+Embedding (ids, table)  table[ids]; ids integral, table (vocab, dim)
+Attention (q, k, v[, mask])  multi-head softmax(scale q k^T) v; attrs heads, kv_heads
+                      (packed (B, T, H*E) layout), causal, scale; mask (B, Tk) 1 = attend
+MoE     (x, gate_w, gate_b, w1, b1, w2, b2)  softmax gate, top-k, expert MLPs, combine;
+                      attrs top_k, activation
+Reshape (x)           attrs shape (static, no -1); no compute
+Transpose (x)         attrs perm; no compute
+Slice   (x)           attrs axis, start, stop; no compute
+Concat  (x0, x1, ...) attrs axis
 """
 
 from __future__ import annotations
@@ -31,7 +49,10 @@ from celosia.errors import GraphError
 from celosia.ir.graph import Op
 from celosia.ir.types import TensorType
 
-__all__ = ["OpSpec", "OP_SPECS", "spec_of", "infer_type"]
+__all__ = ["OpSpec", "OP_SPECS", "LAYOUT_OPS", "spec_of", "infer_type"]
+
+#: Ops that move data without computing (resolved to addressing by the scheduler).
+LAYOUT_OPS = ("Reshape", "Transpose", "Slice", "Concat")
 
 
 @dataclass(frozen=True)
@@ -111,6 +132,97 @@ def _add(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
     return a.shape
 
 
+def _broadcast(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    try:
+        return tuple(np.broadcast_shapes(ins[0].shape, ins[1].shape))
+    except ValueError:
+        raise GraphError(
+            f"{op.kind} '{op.name}': operands '{op.inputs[0]}' {ins[0].shape} and '{op.inputs[1]}' "
+            f"{ins[1].shape} do not broadcast",
+            hint="shapes must agree or be 1 in every trailing dimension",
+        ) from None
+
+
+def _matmul(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    a, b = ins[0].shape, ins[1].shape
+    if len(a) < 2 or len(b) < 2 or a[-1] != b[-2]:
+        raise GraphError(
+            f"MatMul '{op.name}': '{op.inputs[0]}' {a} and '{op.inputs[1]}' {b} cannot be multiplied",
+            hint="operands must be at least 2-D with a's last dim equal to b's second to last",
+        )
+    try:
+        lead = tuple(np.broadcast_shapes(a[:-2], b[:-2]))
+    except ValueError:
+        raise GraphError(f"MatMul '{op.name}': batch dims {a[:-2]} and {b[:-2]} do not broadcast") from None
+    return lead + (a[-2], b[-1])
+
+
+def _gelu(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    if op.attrs.get("approximate", "none") not in ("none", "tanh"):
+        raise GraphError(f"GELU '{op.name}': approximate={op.attrs['approximate']!r} is not 'none' or 'tanh'")
+    return ins[0].shape
+
+
+def _embedding(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    if len(ins[1].shape) != 2:
+        raise GraphError(f"Embedding '{op.name}': table '{op.inputs[1]}' must be 2-D (vocab, dim), got {ins[1].shape}")
+    return ins[0].shape + (ins[1].shape[1],)
+
+
+def _attention(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    from celosia.ir.attention import attention_shapes
+
+    return attention_shapes(op.name, [t.shape for t in ins], op.attrs)
+
+
+def _moe(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    from celosia.ir.moe import moe_shapes
+
+    return moe_shapes(op.name, [t.shape for t in ins], op.attrs)
+
+
+def _reshape(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    shape = tuple(int(d) for d in op.attrs.get("shape", ()))
+    if any(d <= 0 for d in shape) or int(np.prod(shape)) != ins[0].size:
+        raise GraphError(
+            f"Reshape '{op.name}': cannot reshape '{op.inputs[0]}' {ins[0].shape} to {shape}",
+            hint="the target shape must be static (no -1) and hold the same number of elements",
+        )
+    return shape
+
+
+def _transpose(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    perm = tuple(int(p) for p in op.attrs.get("perm", ()))
+    if sorted(perm) != list(range(len(ins[0].shape))):
+        raise GraphError(f"Transpose '{op.name}': perm {perm} is not a permutation of the axes of {ins[0].shape}")
+    return tuple(ins[0].shape[p] for p in perm)
+
+
+def _axis(op: Op, rank: int) -> int:
+    axis = int(op.attrs.get("axis", 0))
+    if not -rank <= axis < rank:
+        raise GraphError(f"{op.kind} '{op.name}': axis {axis} is out of range for rank {rank}")
+    return axis % rank
+
+
+def _slice(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    shape = ins[0].shape
+    axis = _axis(op, len(shape))
+    start, stop = int(op.attrs.get("start", 0)), int(op.attrs.get("stop", shape[axis]))
+    if not 0 <= start < stop <= shape[axis]:
+        raise GraphError(f"Slice '{op.name}': [{start}:{stop}] is empty or outside axis {axis} of {shape}")
+    return shape[:axis] + (stop - start,) + shape[axis + 1:]
+
+
+def _concat(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    first = ins[0].shape
+    axis = _axis(op, len(first))
+    for name, t in zip(op.inputs, ins):
+        if len(t.shape) != len(first) or t.shape[:axis] + t.shape[axis + 1:] != first[:axis] + first[axis + 1:]:
+            raise GraphError(f"Concat '{op.name}': '{name}' {t.shape} does not fit {first} along axis {axis}")
+    return first[:axis] + (sum(t.shape[axis] for t in ins),) + first[axis + 1:]
+
+
 OP_SPECS: dict[str, OpSpec] = {
     spec.kind: spec
     for spec in [
@@ -120,10 +232,20 @@ OP_SPECS: dict[str, OpSpec] = {
         OpSpec("ReLU", 1, 1, _same),
         OpSpec("Add", 2, 2, _add),
         OpSpec("Softmax", 1, 1, _same),
-        OpSpec("GELU", 1, 1, _same),
+        OpSpec("GELU", 1, 1, _gelu),
         OpSpec("LayerNorm", 3, 3, _norm),
         OpSpec("RMSNorm", 2, 2, _norm),
         OpSpec("Output", 1, 1, _same),
+        OpSpec("MatMul", 2, 2, _matmul),
+        OpSpec("Mul", 2, 2, _broadcast),
+        OpSpec("SiLU", 1, 1, _same),
+        OpSpec("Embedding", 2, 2, _embedding),
+        OpSpec("Attention", 3, 4, _attention),
+        OpSpec("MoE", 7, 7, _moe),
+        OpSpec("Reshape", 1, 1, _reshape),
+        OpSpec("Transpose", 1, 1, _transpose),
+        OpSpec("Slice", 1, 1, _slice),
+        OpSpec("Concat", 1, 64, _concat),
     ]
 }
 

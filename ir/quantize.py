@@ -11,6 +11,8 @@ import numpy as np
 from celosia.errors import QuantizationError, UnknownNameError
 from celosia.ir import numerics as nx_
 from celosia.ir.graph import Graph
+from celosia.ir.attention import attention_scores_float, prob_format
+from celosia.ir.moe import moe_float
 from celosia.sim.golden import run_float
 
 __all__ = ["Precision", "quantize", "calibrate"]
@@ -70,13 +72,32 @@ class Precision:
 
 
 def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]]) -> dict[str, float]:
-    """Largest absolute value each tensor takes over the calibration samples."""
+    """Largest absolute value each tensor takes over the calibration samples.
+
+    Ops with internal tensors also get ranges for those, keyed ``"<op>:<internal>"``:
+    an Attention's scaled scores (``:scores``), a MoE's gate logits, expert
+    pre-activations, activations and expert outputs (``:logits``, ``:hidden``, ``:act``,
+    ``:expert``; dense over every expert).
+    """
     ranges: dict[str, float] = {}
     count = 0
+
+    def see(key: str, value: float) -> None:
+        ranges[key] = max(ranges.get(key, 0.0), value)
+
     for sample in samples:
         count += 1
-        for name, value in run_float(graph, sample, keep_all=True).items():
-            ranges[name] = max(ranges.get(name, 0.0), float(np.max(np.abs(value))) if value.size else 0.0)
+        env = run_float(graph, sample, keep_all=True)
+        for name, value in env.items():
+            see(name, float(np.max(np.abs(value))) if value.size else 0.0)
+        for op in graph.ops("Attention"):
+            args = [env[i] for i in op.inputs]
+            scores = attention_scores_float(*args[:3], args[3] if len(args) == 4 else None, op.attrs)
+            see(f"{op.name}:scores", float(np.abs(scores).max()))
+        for op in graph.ops("MoE"):
+            _, stats = moe_float(*[env[i] for i in op.inputs], op.attrs, internals=True)
+            for key, value in stats.items():
+                see(f"{op.name}:{key}", value)
     if count == 0:
         raise QuantizationError(f"no calibration samples were given for '{graph.name}'")
     return ranges
@@ -95,34 +116,100 @@ def quantize(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], precisio
     """
     ranges = calibrate(graph, samples)
     out = graph.copy()
+
+    def act(key: str, max_frac: int | None = None) -> nx_.Fixed:
+        frac = nx_.frac_for_range(ranges[key], precision.act_bits)
+        return nx_.Fixed(precision.act_bits, frac if max_frac is None else min(frac, max_frac))
+
     for op in out:
         fmt = precision.overrides.get(op.name)
+        fins = [out.op(i).type.fmt for i in op.inputs]
         if op.kind == "Const":
             role = _const_role(out, op.name)
             if role == "bias":
-                continue  # set with its Linear, which fixes the accumulator format
+                continue  # set with its Linear / MoE, which fixes the accumulator format
             bits = precision.weight_bits if role == "weight" else precision.act_bits
             fmt = fmt or nx_.Fixed(bits, nx_.frac_for_range(ranges[op.name], bits))
             op.attrs["codes"] = nx_.quantize(op.attrs["value"], fmt, precision.rounding)
-        elif op.kind in ("Output", "ReLU"):
-            fmt = out.op(op.inputs[0]).type.fmt
+        elif op.kind == "Input" and _input_role(out, op.name) is not None:
+            fmt = fmt or _input_role(out, op.name)
+        elif op.kind in ("Output", "ReLU", "Reshape", "Transpose", "Slice"):
+            fmt = fins[0]
+        elif op.kind == "Embedding":
+            fmt = fmt or fins[1]
+        elif op.kind == "Concat":
+            fmt = fmt or nx_.Fixed(max(precision.act_bits, *(f.bits for f in fins)), min(f.frac for f in fins))
         elif op.kind == "Softmax":  # probabilities: [0, 1] whatever calibration saw
             fmt = fmt or nx_.Fixed(precision.act_bits, nx_.frac_for_range(1.0, precision.act_bits))
         elif op.kind == "Linear":
             fmt = fmt or _linear_format(out, op, ranges, precision)
             op.attrs["rounding"] = precision.rounding
-        else:  # Input, Add
-            fmt = fmt or nx_.Fixed(precision.act_bits, nx_.frac_for_range(ranges[op.name], precision.act_bits))
+        elif op.kind in ("MatMul", "Mul"):
+            fmt = fmt or act(op.name, fins[0].frac + fins[1].frac)
+        elif op.kind == "Attention":
+            op.attrs["score_fmt"] = precision.overrides.get(f"{op.name}:scores") or act(f"{op.name}:scores")
+            op.attrs["prob_fmt"] = prob_format(precision.act_bits)
+            fmt = fmt or act(op.name, op.attrs["prob_fmt"].frac + fins[2].frac)
+        elif op.kind == "MoE":
+            fmt = fmt or _moe_formats(out, op, ranges, precision, act)
+        else:  # Input, Add, GELU, SiLU, LayerNorm, RMSNorm
+            fmt = fmt or act(op.name)
         out.replace(op.evolve(type=op.type.with_fmt(fmt)))
     return out
+
+
+_BIAS_OF = {"Linear": (2,), "MoE": (2, 4, 6)}
+_WEIGHT_OF = {"Linear": (1,), "MoE": (1, 3, 5), "MatMul": (0, 1), "Embedding": (1,)}
 
 
 def _const_role(graph: Graph, name: str) -> str:
     for user in graph.consumers(name):
         op = graph.op(user)
-        if op.kind == "Linear" and name in op.inputs[1:3]:
-            return "weight" if op.inputs[1] == name else "bias"
+        idx = [i for i, src in enumerate(op.inputs) if src == name]
+        if any(i in _BIAS_OF.get(op.kind, ()) for i in idx):
+            return "bias"
+        if any(i in _WEIGHT_OF.get(op.kind, ()) for i in idx):
+            return "weight"
     return "data"
+
+
+def _input_role(graph: Graph, name: str) -> nx_.Fixed | None:
+    """Integer formats for inputs that carry indices or masks rather than activations."""
+    for user in graph.consumers(name):
+        op = graph.op(user)
+        if op.kind == "Embedding" and op.inputs[0] == name:
+            vocab = graph.op(op.inputs[1]).type.shape[0]
+            return nx_.Fixed(max(2, (vocab - 1).bit_length() + 1), 0)
+        if op.kind == "Attention" and len(op.inputs) == 4 and op.inputs[3] == name:
+            return nx_.Fixed(2, 0)
+    return None
+
+
+def _bias_codes(graph: Graph, name: str, acc_fmt: nx_.Fixed, owner: str, precision: Precision) -> None:
+    bias = graph.op(name)
+    top = float(np.max(np.abs(bias.attrs["value"]))) if bias.attrs["value"].size else 0.0
+    if top > acc_fmt.max_value:
+        raise QuantizationError(
+            f"{owner}: bias '{name}' reaches {top:.4g}, beyond the accumulator format {acc_fmt}",
+            hint="use wider accumulators or rescale the layer",
+        )
+    bias.attrs["codes"] = nx_.quantize(bias.attrs["value"], acc_fmt, precision.rounding)
+    graph.replace(bias.evolve(type=bias.type.with_fmt(acc_fmt)))
+
+
+def _moe_formats(graph: Graph, op, ranges, precision: Precision, act) -> nx_.Fixed:
+    fx, fgw, fw1, fw2 = (graph.op(op.inputs[i]).type.fmt for i in (0, 1, 3, 5))
+    acc = precision.acc_bits
+    owner = f"MoE '{op.name}'"
+    _bias_codes(graph, op.inputs[2], nx_.Fixed(acc, fx.frac + fgw.frac), owner, precision)
+    _bias_codes(graph, op.inputs[4], nx_.Fixed(acc, fx.frac + fw1.frac), owner, precision)
+    op.attrs["logit_fmt"] = act(f"{op.name}:logits", fx.frac + fgw.frac)
+    op.attrs["prob_fmt"] = prob_format(precision.act_bits)
+    op.attrs["hidden_fmt"] = act(f"{op.name}:hidden", fx.frac + fw1.frac)
+    op.attrs["act_fmt"] = act(f"{op.name}:act")
+    _bias_codes(graph, op.inputs[6], nx_.Fixed(acc, op.attrs["act_fmt"].frac + fw2.frac), owner, precision)
+    op.attrs["expert_fmt"] = act(f"{op.name}:expert", op.attrs["act_fmt"].frac + fw2.frac)
+    return act(op.name, op.attrs["prob_fmt"].frac + op.attrs["expert_fmt"].frac)
 
 
 def _linear_format(graph: Graph, op, ranges: dict[str, float], precision: Precision) -> nx_.Fixed:

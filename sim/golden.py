@@ -13,7 +13,12 @@ import numpy as np
 
 from celosia.errors import GraphError, SimulationError
 from celosia.ir import numerics as nx_
+from celosia.ir.attention import attention_float, attention_int
+from celosia.ir.elementwise import embedding_float, embedding_int, matmul_int, mul_int
 from celosia.ir.gelu import gelu_int
+from celosia.ir.layout import concat_int, layout_apply
+from celosia.ir.moe import moe_float, moe_int
+from celosia.ir.silu import silu_float, silu_int
 from celosia.ir.norm import layernorm_int, rmsnorm_int
 from celosia.ir.softmax import softmax_int
 from celosia.ir.graph import Graph, Op
@@ -73,6 +78,9 @@ def _float_op(op: Op, args: list[np.ndarray]) -> np.ndarray:
     if kind == "Softmax":
         z = np.exp(args[0] - args[0].max(axis=-1, keepdims=True))
         return z / z.sum(axis=-1, keepdims=True)
+    if kind == "GELU" and op.attrs.get("approximate", "none") == "tanh":
+        x = args[0]
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
     if kind == "GELU":
         # erfc form: no cancellation in 1 + erf(x/sqrt 2) for very negative x
         return 0.5 * args[0] * _erfc(-args[0] / np.sqrt(2.0))
@@ -85,6 +93,22 @@ def _float_op(op: Op, args: list[np.ndarray]) -> np.ndarray:
         return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps) * args[1]
     if kind == "Output":
         return args[0]
+    if kind == "MatMul":
+        return np.matmul(args[0], args[1])
+    if kind == "Mul":
+        return args[0] * args[1]
+    if kind == "SiLU":
+        return silu_float(args[0])
+    if kind == "Embedding":
+        return embedding_float(args[0], args[1])
+    if kind == "Attention":
+        return attention_float(*args[:3], args[3] if len(args) == 4 else None, op.attrs)
+    if kind == "MoE":
+        return moe_float(*args, op.attrs)
+    if kind in ("Reshape", "Transpose", "Slice"):
+        return layout_apply(kind, op.attrs, args[0])
+    if kind == "Concat":
+        return np.concatenate(args, axis=int(op.attrs.get("axis", 0)))
     raise GraphError(f"op '{op.name}': no float semantics for kind '{kind}'")
 
 
@@ -157,7 +181,7 @@ def _int_op(graph: Graph, op: Op, args: list[np.ndarray]) -> np.ndarray:
         frac = max(fa.frac, fb.frac)
         total = nx_.shift_round(args[0], fa.frac - frac) + nx_.shift_round(args[1], fb.frac - frac)
         return nx_.requantize(total, frac, fmt)
-    if kind == "GELU":
+    if kind == "GELU":  # the unit computes the erf form; see celosia.ir.gelu (tanh form: + its gap)
         return gelu_int(args[0], graph.op(op.inputs[0]).type.fmt, fmt)
     if kind == "Softmax":
         x = args[0].reshape(-1, args[0].shape[-1])
@@ -172,4 +196,22 @@ def _int_op(graph: Graph, op: Op, args: list[np.ndarray]) -> np.ndarray:
     if kind == "Output":
         src = graph.op(op.inputs[0]).type.fmt
         return nx_.requantize(args[0], src.frac, fmt)
+    fin = [graph.op(i).type.fmt for i in op.inputs]
+    if kind == "MatMul":
+        return matmul_int(args[0], args[1], fin[0], fin[1], fmt)
+    if kind == "Mul":
+        return mul_int(args[0], args[1], fin[0], fin[1], fmt)
+    if kind == "SiLU":
+        return silu_int(args[0], fin[0], fmt)
+    if kind == "Embedding":
+        return embedding_int(args[0], args[1], fin[1], fmt)
+    if kind == "Attention":
+        mask = args[3] if len(args) == 4 else None
+        return attention_int(*args[:3], mask, op.attrs, *fin[:3], fmt)
+    if kind == "MoE":
+        return moe_int(*args, op.attrs, fin[0], fin[1], fin[3], fin[5], fmt)
+    if kind in ("Reshape", "Transpose", "Slice"):
+        return nx_.requantize(layout_apply(kind, op.attrs, args[0]), fin[0].frac, fmt)
+    if kind == "Concat":
+        return concat_int(args, fin, int(op.attrs.get("axis", 0)) % args[0].ndim, fmt)
     raise SimulationError(f"op '{op.name}': no integer semantics for kind '{kind}'")

@@ -1,0 +1,1 @@
+"""Training scripts and PyTorch definitions of the zoo models (need torch; not used at run time)."""
