@@ -641,7 +641,7 @@ class OmapModel:
         for i, d in enumerate(bins):
             if d < K:
                 self.hbm["pool"].record(t0 + s.read1, "R", d, 1)
-                if entry is not None and entry.bin == d:
+                if entry is not None and entry.bin == d and taken is None:
                     taken = self.hbm_store.pop(key)
                     self.loads[d] -= 1
                 continue
@@ -649,9 +649,12 @@ class OmapModel:
             raw = self.host.read(t0 + (s.read1, s.read2)[i], self.page_address(d), cfg.page_bytes)
             pages.append((i, d, m, raw))
         decoded = [(i, d, m, self._decode(m, raw)) for i, d, m, raw in pages]  # all verified before any write
+        done: dict[int, list] = {}
         for i, d, m, slots in decoded:
             changed = False
-            if entry is not None and entry.bin == d:
+            if d in done:  # only a broken variant visits a page twice: re-write what the first visit left
+                slots = done[d]
+            elif entry is not None and entry.bin == d:
                 for j, sl in enumerate(slots):
                     if sl is not None and sl[0] == key:
                         taken, slots[j], changed = sl[1], None, True
@@ -665,7 +668,8 @@ class OmapModel:
                 if taken is not None:
                     self.loads[d] -= 1
             flushed = 0
-            q = self.queues.get(d)
+            q = self.queues.get(d) if d not in done else None
+            done[d] = slots
             while q:
                 try:
                     j = slots.index(None)
