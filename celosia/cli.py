@@ -111,6 +111,25 @@ def _cmd_zoo(args) -> int:
     return 0
 
 
+def _cmd_omap(args) -> int:
+    from celosia.omap import generate
+
+    with _status() as say:
+        report = generate(args.capacity, args.value_bytes, args.output, alpha=args.alpha, force=args.force, progress=say)
+    c = report["config"]
+    t = Table(title=f"oblivious map N={c['n']}, {c['value_bytes']} B values, alpha={c['alpha']}")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("bins (HBM / host pages)", f"{c['bins']} ({c['hbm_bins']} / {c['host_pages']}), P_cap {c['p_cap']}")
+    t.add_row("host blocks per query", f"{c['blocks_per_query_expected']:.1f} expected, {c['blocks_per_query_worst']} worst")
+    t.add_row("latency per query", f"{c['schedule']['latency']} cycles = {c['latency_us']:.2f} us at {c['clock_mhz']:g} MHz")
+    t.add_row("HBM footprint", f"{c['hbm_footprint']['total']} bytes")
+    t.add_row("RTL", "not generated (golden model only)")
+    out.print(t)
+    out.print(f"report: {args.output}/report.json")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="celosia", description="Compile ML models to FPGA accelerators.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -133,6 +152,13 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_cmd_sim)
     sub.add_parser("boards", help="list supported boards").set_defaults(run=_cmd_boards)
     sub.add_parser("zoo", help="list built-in models").set_defaults(run=_cmd_zoo)
+    o = sub.add_parser("omap", help="oblivious-map unit: validate a configuration, write its report")
+    o.add_argument("--capacity", type=int, required=True, help="N, the most items held (multiple of c=8)")
+    o.add_argument("--value-bytes", type=int, required=True, help="value length in bytes")
+    o.add_argument("--alpha", type=float, default=0.2, help="fraction of bins kept in HBM")
+    o.add_argument("-o", "--output", required=True, help="output folder (must not exist)")
+    o.add_argument("--force", action="store_true", help="replace an existing output folder")
+    o.set_defaults(run=_cmd_omap)
     return p
 
 

@@ -295,3 +295,37 @@ def test_untampered_run_never_reports_integrity_failure():
     r = random.Random(9)
     for _ in range(150):
         assert not m.execute((Op.GET, r.randrange(64), None)).status.fatal
+
+
+# -- public API and CLI ------------------------------------------------------------------------
+def test_client_get_put_delete_batch():
+    from celosia.omap import Client, OmapStatusError
+
+    c = Client(64, value_bytes=4, items=[(1, b"one!")], seed=3)
+    assert c.get(1) == b"one!" and c.get(2) is None
+    c.put(2, b"two!")
+    assert c.get(2) == b"two!"
+    assert c.delete(1) is True and c.delete(1) is False and c.get(1) is None
+    with pytest.raises(OmapStatusError, match="BAD_COMMAND"):
+        c.put(3, b"too long")
+    rs = c.batch([(Op.GET, 2, None), (Op.PUT, 5, b"five"), (Op.GET, 5, None), (9, 0, None)])
+    assert [r.status for r in rs] == [Status.OK, Status.OK, Status.OK, Status.BAD_COMMAND]
+    assert rs[2].value == b"five"
+    assert c.cycles > 0 and all(t.rw in "RW" for t in c.host_log)
+
+
+def test_generate_and_cli(tmp_path, capsys):
+    import json
+
+    from celosia.cli import main
+
+    out = tmp_path / "unit"
+    assert main(["omap", "--capacity", "1024", "--value-bytes", "8", "-o", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["config"]["p_cap"] == 13 and rep["self_check"]["blocks_per_query_max"] <= 52
+    assert rep["self_check"]["cycles_per_query"] == [rep["config"]["schedule"]["latency"]]
+    assert main(["omap", "--capacity", "1024", "--value-bytes", "8", "-o", str(out)]) == 2
+    bad = tmp_path / "bad"
+    assert main(["omap", "--capacity", "1020", "--value-bytes", "8", "--alpha", "0.2", "-o", str(bad)]) == 2
+    assert "N=1020" in " ".join(capsys.readouterr().err.split())
+    assert not bad.exists() and not (tmp_path / ".bad.partial").exists()
