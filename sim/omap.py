@@ -285,7 +285,14 @@ class Schedule(NamedTuple):
     """Cycle offsets of one command, from the cycle it is accepted (fixed per config).
 
     ``read1``/``read2``: host page read issue; ``verify``: both pages authenticated;
-    ``write1``/``write2``: write-back issue; ``latency``: cycles until the next command.
+    ``write1``/``write2``: write-back issue; ``respond``: response valid; ``latency``: cycles
+    until the next command is accepted. ``ingest`` and ``init_page`` are the initialisation
+    pass's cycles per input slot and per page written.
+
+    The windows are those of the RTL datapath (``hw.omap``): SipHash-2-4 absorbs one word per
+    cycle and finalizes in two, the ChaCha20 core makes a 64-byte block every 22 cycles, the
+    index bucket is scanned one entry per cycle, the eviction queue moves one item per three
+    cycles. Each window is the larger of what the modelled memories and the datapath need.
     """
 
     index_read: int
@@ -296,24 +303,33 @@ class Schedule(NamedTuple):
     write2: int
     respond: int
     latency: int
+    ingest: int
+    init_page: int
 
     @staticmethod
     def of(cfg: OmapConfig) -> "Schedule":
         t = cfg.timing
         pb = t.host_beats(cfg.page_bytes)
-        # SipHash-2-4 with two rounds unrolled per cycle: one 8-byte word per cycle, 2 cycles to finalize.
-        mac = (12 + cfg.ct_bytes) // 8 + 1 + 2
+        mac = (12 + cfg.ct_bytes) // 8 + 1 + 2 + 3  # words + finalization + handshakes
+        hash_ = cfg.key_bytes // 8 + 1 + 2 + 3
+        ks_blocks = -(-cfg.ct_bytes // 64)
+        chacha = 22
+        pairs = 2 * (chacha + 4)  # the sampler may need a refill for the second pair
+        front = hash_ + pairs + cfg.bucket_width + 8  # hash, two pairs, full bucket scan, decide
         idx_done = t.hbm_latency + t.hbm_beats(cfg.bucket_bytes)
-        read1 = idx_done + 1  # one cycle to select the matching entry after the full scan
+        read1 = max(idx_done, front) + 1
         read2 = read1 + pb  # issued so the two pages' data beats do not overlap on the link
-        verify = read2 + t.host_latency + pb + mac
-        # flush: first-fit merge one slot per cycle; keystream of the next version is precomputed
-        # during the read wait, so encryption is a XOR; the tag closes the page, so the MAC of the
-        # new ciphertext is computed before the write is issued.
-        write1 = verify + cfg.p_cap + mac
+        data_end = max(read2 + t.host_latency + pb, read1 + 2 * ks_blocks * chacha + 4)
+        verify = data_end + mac + 4  # both MACs in parallel, then compare and decrypt
+        # take + flush of both pages, then encrypt (keystream of the next version precomputed
+        # during the read wait) and MAC the new ciphertext: the tag closes the page.
+        merged = verify + 2 * (3 * cfg.p_cap + 12)
+        write1 = max(merged, read1 + 4 * ks_blocks * chacha + 4) + mac + 4
         write2 = write1 + pb
-        respond = write2 + pb
-        return Schedule(0, read1, read2, verify, write1, write2, respond, respond + 1)
+        respond = write2 + pb + 16  # placement: loads, pool, queue, index
+        ingest = hash_ + pairs // 2 + cfg.bucket_width + 24
+        init_page = max(pb, 3 * cfg.p_cap + 8 + ks_blocks * chacha + mac + 8)
+        return Schedule(0, read1, read2, verify, write1, write2, respond, respond + 1, ingest, init_page)
 
 
 class QueryRecord(NamedTuple):
@@ -503,10 +519,11 @@ class OmapModel:
     def initialise(self, items: Iterable[tuple[int, bytes]] = ()) -> Status:
         """Build the layout in one sequential pass; the host trace depends only on N.
 
-        The unit ingests N input slots (one per cycle; the stream is padded with empty
-        slots), places each item with two choices (HBM bins directly into the pool,
-        host-bound items staged in HBM), then writes pages 0..M-1 once each in address
-        order at link rate; staged items beyond a page's P_cap stay queued.
+        The unit ingests N input slots (``schedule.ingest`` cycles each; the stream is
+        padded with empty slots), places each item with two choices (HBM bins directly into
+        the pool, host-bound items queued for their page), then writes pages 0..M-1 once
+        each in address order, one every ``schedule.init_page`` cycles (flush, keystream,
+        encrypt, MAC); items beyond a page's P_cap stay queued.
 
         Parameters
         ----------
@@ -556,8 +573,8 @@ class OmapModel:
                 self.hbm_store[key] = value
             else:
                 staged.setdefault(dest, []).append((key, value))
-        t = self.cycle + cfg.n  # ingest: N slots, one per cycle
-        pb = cfg.timing.host_beats(cfg.page_bytes)
+        t = self.cycle + cfg.n * self.sched.ingest  # ingest: N slots at a fixed pace
+        pb = self.sched.init_page
         for m in range(cfg.host_pages):
             b = self.K + m
             mine = staged.get(b, [])
@@ -600,8 +617,8 @@ class OmapModel:
             raise SimulationError("the oblivious map is not initialised", hint="call initialise() first")
         start, host_from = self.cycle, len(self.host.log)
         if self.halted is not None:  # fail closed: no memory traffic at all
-            self.cycle += 1
-            self.queries.append(QueryRecord(start, 1, host_from, host_from, {"halted": True}))
+            self.cycle += 2
+            self.queries.append(QueryRecord(start, 2, host_from, host_from, {"halted": True}))
             return Response(self.halted, self._zero)
         hidden: dict = {}
         try:

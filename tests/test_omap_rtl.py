@@ -81,6 +81,134 @@ def test_crypto_cores_match_reference(tmp_path):
         rng = ChaChaRNG(KEYS.rng)
         pairs.append({"prefix": name, "key": int.from_bytes(KEYS.rng, "little"), "w": s.w, "seed": s.bins,
                       "expected": [list(distinct_pair(rng, s.bins)) for _ in range(100)]})
-    res = run_cocotb(dut, "omap_crypto_top", "omap_tb", tmp_path,
+    res = run_cocotb(dut, "omap_crypto_top", "omap_tb", tmp_path, testcase=["chacha_blocks", "siphash_tags", "sampler_pairs"],
                      params={"chacha": chacha, "siphash": siphash, "pairs": pairs})
     assert sorted(res.tests) == ["chacha_blocks", "sampler_pairs", "siphash_tags"]
+
+
+# =====================================================================================
+# tier 1: the whole unit against the golden model
+# =====================================================================================
+def encode(cmd, cfg) -> int:
+    """A Python command as the unit's command beat (op | key_len | key | value_len | value)."""
+    V, kb = cfg.value_bytes, cfg.key_bytes
+    try:
+        op, key, value = cmd
+    except (TypeError, ValueError):
+        op, key, value = 0xFF, 0, None
+    op = op if isinstance(op, int) and not isinstance(op, bool) and 0 <= op < 255 else 0xFF
+    if isinstance(key, (bytes, bytearray)):
+        klen, kv = len(key), int.from_bytes(key, "little") if len(key) <= 8 else 0
+    elif isinstance(key, int) and not isinstance(key, bool) and 0 <= key < 2**64:
+        klen, kv = kb, key
+    else:
+        klen, kv = 0xFF, 0
+    if value is None or value == b"":
+        vlen, vv = 0, 0
+    elif isinstance(value, (bytes, bytearray)):
+        vlen, vv = min(len(value), 255), int.from_bytes(value, "little") if len(value) <= V else 0
+    else:
+        vlen, vv = 0xFF, 0
+    return op | klen << 8 | kv << 16 | vlen << 80 | vv << 88
+
+
+def init_beats(items, cfg):
+    beats = [3 | cfg.key_bytes << 8 | k << 16 | cfg.value_bytes << 80 | int.from_bytes(v, "little") << 88
+             for k, v in items]
+    return beats + [4] * (cfg.n - len(items))
+
+
+def run_unit(tmp_path, cfg, keys, items, cmds, name="omap_unit_top"):
+    """Run golden and RTL on the same init items and commands; return (golden model, RTL result, unit)."""
+    import json
+
+    from celosia.hw.omap import DBG, OmapUnit
+    from celosia.sim.omap import OmapModel
+
+    gold = OmapModel(cfg, keys=keys)
+    gold.initialise(items)
+    expected = [gold.execute(c) for c in cmds]
+    unit = OmapUnit(cfg, keys)
+    depth = {"index": cfg.buckets * cfg.bucket_width, "item": unit.pool_depth, "loads": cfg.bins,
+             "versions": cfg.host_pages, "qhead": cfg.host_pages, "qtail": cfg.host_pages,
+             "next": unit.pool_depth, "prev": unit.pool_depth, "counters": 1}
+    dbg_names = ["index", "item", "loads", "versions", "qhead", "qtail", "next", "prev", "counters"]
+    out = tmp_path / "unit_result.json"
+    params = {"unit": {
+        "cmds": init_beats(items, cfg) + [encode(c, cfg) for c in cmds], "host_latency": cfg.timing.host_latency,
+        "page_bytes": cfg.page_bytes, "host_bytes": cfg.host_base + cfg.host_bytes, "n_resp": len(cmds),
+        "max_cycles": gold.cycle + 1000, "out": str(out),
+        "dump": [[k, depth[nm]] for k, nm in enumerate(dbg_names)],
+    }}
+    run_cocotb(unit, name, "omap_tb", tmp_path, testcase="unit_trace", params=params)
+    return gold, expected, json.loads(out.read_text()), unit, dbg_names
+
+
+def _fields(word, layout):
+    out, o = {}, 0
+    for name, w in layout:
+        out[name] = (word >> o) & ((1 << w) - 1)
+        o += w
+    return out
+
+
+def rtl_state(res, unit, names, cfg):
+    """The logical HBM state (as the golden model keeps it) from the RTL's region dump."""
+    dump = {nm: res["dumps"][str(k)] for k, nm in enumerate(names)}
+    f = unit.fields()
+    null = 1 << unit.pw
+    index = {}
+    for a, wv in enumerate(dump["index"]):
+        x = _fields(wv, f["entry"])
+        if x["valid"]:
+            index[x["key"]] = (x["d1"], x["d2"], x["bin"], a // cfg.bucket_width)
+    items = [_fields(wv, f["item"]) for wv in dump["item"]]
+    hbm = {x["key"]: x["val"].to_bytes(cfg.value_bytes, "little") for x in items if x["valid"] and x["bin"] < cfg.hbm_bins}
+    queues = {}
+    for mm in range(cfg.host_pages):
+        q, h = [], dump["qhead"][mm]
+        while not h & null and len(q) <= unit.pool_depth:
+            q.append((items[h]["key"], items[h]["val"].to_bytes(cfg.value_bytes, "little")))
+            h = dump["next"][h]
+        if q:
+            queues[cfg.hbm_bins + mm] = q
+    c = dump["counters"][0]
+    return {"index": index, "hbm": hbm, "queues": queues, "loads": dump["loads"], "versions": dump["versions"],
+            "count": c & 0xFFFFFFFF, "queued": (c >> 32) & 0xFFFFFFFF, "hbm_count": c >> 64}
+
+
+def golden_state(g):
+    return {"index": {k: (e.d1, e.d2, e.bin, e.bucket) for k, e in g.index.items()}, "hbm": dict(g.hbm_store),
+            "queues": {b: list(q) for b, q in g.queues.items() if q}, "loads": list(g.loads),
+            "versions": list(g.versions), "count": len(g.index), "queued": g.queued, "hbm_count": len(g.hbm_store)}
+
+
+UNIT_CFG = dict(n=32, c=4, alpha=0.25, p_cap=6, value_bytes=2, key_bits=16, bucket_width=4, index_load=4)
+
+
+def test_unit_matches_golden_model(tmp_path):
+    from celosia.sim.omap import OmapConfig
+
+    cfg = OmapConfig(**UNIT_CFG)
+    keys = derive_keys(21)
+    r = random.Random(8)
+    items = [(k, r.randbytes(2)) for k in r.sample(range(2**16), 14)] + [(7, b"dp"), (7, b"DP")]  # a repeated key
+    space = [k for k, _ in items] + [r.randrange(2**16) for _ in range(12)]
+    cmds = []
+    for _ in range(70):
+        op = r.choice((0, 0, 1, 1, 2))
+        cmds.append((op, r.choice(space), r.randbytes(2) if op == 1 else None))
+    cmds[10:10] = [(9, 1, None), (1, 5, b"abc"), (0, 2**16, None), None, (0, 5, b"xx")]  # bad commands
+    gold, expected, res, unit, names = run_unit(tmp_path, cfg, keys, items, cmds)
+    assert res["late"] == 0
+    # identical responses and per-command cycles (accept and response cycles)
+    got = [(x >> 0 & 0xFF, (x >> 8).to_bytes(cfg.value_bytes, "little")) for _, x in res["responses"]]
+    assert got == [(int(e.status), e.value) for e in expected]
+    starts = [q.start for q in gold.queries]
+    assert res["accepts"][cfg.n:] == starts
+    assert [c for c, _ in res["responses"]] == [q.start + cfg.schedule.respond for q in gold.queries]
+    # identical host transaction log (initialisation included) and host memory (ciphertext and tags)
+    assert [tuple(t) for t in res["host_log"]] == [tuple(t) for t in gold.host.log]
+    assert bytes.fromhex(res["host_mem"]) == bytes(gold.host.data)
+    # identical final HBM state
+    assert rtl_state(res, unit, names, cfg) == golden_state(gold)

@@ -1,0 +1,697 @@
+"""The oblivious map unit (BOLT-style) as a ``wiring.Component``.
+
+One command at a time on the fixed schedule of :class:`celosia.sim.omap.Schedule`: a cycle
+counter ``t`` starts at 0 in the cycle a command is accepted, host transactions are issued
+exactly at ``read1``/``read2``/``write1``/``write2``, the response is valid at ``respond`` and
+the next command is accepted at ``latency``. The datapath works as fast as it can in between;
+the schedule's windows are sized for it, and a sticky ``late`` output flags a missed window
+(never expected; the testbench checks it).
+
+Interfaces (a simple request/response memory port; AXI4 wrapping is left):
+
+``cmd`` (in stream)
+    op (8) | key_len (8) | key (64) | value_len (8) | value (8V), LSB first. op 0 GET, 1 PUT,
+    2 DELETE; anything else, a key_len other than ``key_bytes``, a key wider than ``key_bits``,
+    a PUT value_len other than V or a non-zero value_len on GET/DELETE is a bad command. During
+    initialisation exactly N beats with op 3 (item: key, value) or op 4 (empty slot).
+``resp`` (out stream, always accepted by the host)
+    status (8) | value (8V).
+``host_req`` (out stream, always accepted)
+    write (1) | address (64) | length (32) | page data (8 * page_bytes) for writes.
+``host_rdata`` (in stream)
+    one page-wide beat per read, in issue order.
+``dbg_sel``/``dbg_addr``/``dbg_data``
+    read-only view of the HBM-side state (index, pool, loads, versions, queue heads/tails,
+    counters) for the testbench.
+
+The HBM-side regions are on-chip ``lib.memory.Memory`` instances here (simulation sizes); on
+an HBM board each would sit behind its own AXI4 port on a pseudo-channel. Keys are
+elaboration-time constants (a key-provisioning port is left).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from celosia.errors import HardwareGenerationError
+from celosia.hw.omap_crypto import ChaCha20Core, PairSampler, SipHash24Core
+from celosia.sim.omap import OmapConfig, Status
+from celosia.sim.omap_crypto import OmapKeys
+
+__all__ = ["OmapUnit", "DBG"]
+
+#: dbg_sel values
+DBG = {"index": 0, "pool": 1, "loads": 2, "versions": 3, "qhead": 4, "qtail": 5, "counters": 6}
+
+
+def _u(x, width: int):
+    """``x`` zero-extended (or truncated) to ``width`` bits."""
+    x = x[:min(len(x), width)]
+    return x if len(x) == width else Cat(x, Const(0, width - len(x)))
+
+
+def _le(b: bytes) -> int:
+    return int.from_bytes(b, "little")
+
+
+class _Mac(wiring.Component):
+    """SipHash-2-4 of a fixed-length message held in a register: ``start`` loads ``data``
+    (already padded with the length byte), the tag is in ``tag`` when ``done`` rises."""
+
+    def __init__(self, key: bytes, nbytes: int):
+        self.key = _le(key)
+        self.nbytes = nbytes
+        self.words = nbytes // 8 + 1
+        super().__init__({"start": In(1), "data": In(64 * self.words), "done": Out(1), "tag": Out(64)})
+
+    @staticmethod
+    def pad(msg, nbytes: int):
+        """The message bits padded to whole words with the length byte on top."""
+        words = nbytes // 8 + 1
+        return Cat(msg[:8 * nbytes], Const(0, 64 * words - 8 - 8 * nbytes), Const(nbytes & 0xFF, 8))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = SipHash24Core()
+        sr = Signal(64 * self.words)
+        left = Signal(range(self.words + 1))
+        m.d.comb += [core.key.eq(self.key), core.msg.valid.eq(left != 0),
+                     core.msg.payload.eq(Cat(sr[:64], left == 1)), core.tag.ready.eq(1)]
+        with m.If(self.start):
+            m.d.sync += [sr.eq(self.data), left.eq(self.words), self.done.eq(0)]
+        with m.Elif(core.msg.valid & core.msg.ready):
+            m.d.sync += [sr.eq(sr >> 64), left.eq(left - 1)]
+        with m.If(core.tag.valid):
+            m.d.sync += [self.tag.eq(core.tag.payload), self.done.eq(1)]
+        return m
+
+
+class OmapUnit(wiring.Component):
+    """Oblivious map unit for one :class:`~celosia.sim.omap.OmapConfig`.
+
+    Parameters
+    ----------
+    cfg : OmapConfig
+        Validated parameters (simulation sizes: every HBM region is an on-chip memory).
+    keys : OmapKeys
+        The unit's keys (elaboration-time constants).
+    """
+
+    def __init__(self, cfg: OmapConfig, keys: OmapKeys):
+        if cfg.key_bits > 64:
+            raise HardwareGenerationError(f"key_bits={cfg.key_bits}: the RTL unit supports keys up to 64 bits")
+        if cfg.n > 1 << 14:
+            raise HardwareGenerationError(
+                f"N={cfg.n}: the RTL unit keeps its HBM regions on chip and supports N <= 16384",
+                hint="larger N needs the HBM AXI4 ports (not generated yet); use the golden model")
+        self.cfg, self.keys, self.sched = cfg, keys, cfg.schedule
+        self.V, self.kb = cfg.value_bytes, cfg.key_bytes
+        self.bw = max(1, (cfg.bins - 1).bit_length())
+        self.pool_depth = cfg.n + cfg.hbm_items  # initialisation queues every host-bound item
+        self.pw = max(1, (self.pool_depth - 1).bit_length())
+        self.nb = -(-cfg.ct_bytes // 64)
+        self.cmd_w = 8 + 8 + 64 + 8 + 8 * self.V
+        self.page_bits = 8 * cfg.page_bytes
+        self.entry_w = 1 + cfg.key_bits + 3 * self.bw + self.pw
+        self.item_w = 1 + cfg.key_bits + 8 * self.V + self.bw
+        self.dbg_w = max(self.entry_w, self.item_w, 64, 96)
+        super().__init__({
+            "cmd": In(stream.Signature(self.cmd_w)),
+            "resp": Out(stream.Signature(8 + 8 * self.V)),
+            "host_req": Out(stream.Signature(1 + 64 + 32 + self.page_bits)),
+            "host_rdata": In(stream.Signature(self.page_bits)),
+            "initialised": Out(1),
+            "halted": Out(1),
+            "late": Out(1),
+            "dbg_sel": In(4),
+            "dbg_addr": In(32),
+            "dbg_data": Out(self.dbg_w),
+        })
+
+    def fields(self):
+        """Bit layout of the dumped regions (for the testbench)."""
+        kbits, bw, pw, V = self.cfg.key_bits, self.bw, self.pw, self.V
+        return {"entry": [("valid", 1), ("key", kbits), ("d1", bw), ("d2", bw), ("bin", bw), ("ptr", pw)],
+                "item": [("valid", 1), ("key", kbits), ("val", 8 * V), ("bin", bw)], "link": pw + 1}
+
+    def elaborate(self, platform):
+        cfg, s, V, kb = self.cfg, self.sched, self.V, self.kb
+        K, B, M, N = cfg.hbm_bins, cfg.bins, cfg.host_pages, cfg.n
+        W, P = cfg.bucket_width, cfg.p_cap
+        bw, pw, nb = self.bw, self.pw, self.nb
+        kbits, sb = cfg.key_bits, cfg.slot_bytes
+        ct_bits = 8 * cfg.ct_bytes
+        NULL = 1 << pw  # a queue link with the null bit set
+        m = Module()
+
+        # ---- HBM-side regions (each would be an AXI4 port on its own pseudo-channel) ------
+        mems = {
+            "index": Memory(shape=self.entry_w, depth=cfg.buckets * W, init=[]),
+            "item": Memory(shape=self.item_w, depth=self.pool_depth, init=[]),
+            "next": Memory(shape=pw + 1, depth=self.pool_depth, init=[]),
+            "prev": Memory(shape=pw + 1, depth=self.pool_depth, init=[]),
+            "loads": Memory(shape=32, depth=B, init=[]),
+            "versions": Memory(shape=64, depth=max(1, M), init=[]),
+            "qhead": Memory(shape=pw + 1, depth=max(1, M), init=[NULL] * max(1, M)),
+            "qtail": Memory(shape=pw + 1, depth=max(1, M), init=[NULL] * max(1, M)),
+            "free": Memory(shape=pw, depth=self.pool_depth, init=list(range(self.pool_depth))),
+        }
+        R, Wp, D = {}, {}, {}
+        for name, mem in mems.items():
+            m.submodules[f"mem_{name}"] = mem
+            R[name] = mem.read_port(domain="comb")
+            Wp[name] = mem.write_port()
+            if name != "free":
+                D[name] = mem.read_port(domain="comb")
+                m.d.comb += D[name].addr.eq(self.dbg_addr)
+
+        def rd(name, addr):
+            m.d.comb += R[name].addr.eq(addr)
+            return R[name].data
+
+        def wr(name, addr, data):
+            m.d.comb += [Wp[name].en.eq(1), Wp[name].addr.eq(addr), Wp[name].data.eq(data)]
+
+        def ef(v):
+            o = 1 + kbits
+            return {"valid": v[0], "key": v[1:o], "d1": v[o:o + bw], "d2": v[o + bw:o + 2 * bw],
+                    "bin": v[o + 2 * bw:o + 3 * bw], "ptr": v[o + 3 * bw:o + 3 * bw + pw]}
+
+        def itf(v):
+            o = 1 + kbits
+            return {"valid": v[0], "key": v[1:o], "val": v[o:o + 8 * V], "bin": v[o + 8 * V:o + 8 * V + bw]}
+
+        count = Signal(32)
+        queued = Signal(32)
+        hbm_count = Signal(32)
+        free_top = Signal(range(self.pool_depth + 1), init=self.pool_depth)
+        dbg_names = ["index", "item", "loads", "versions", "qhead", "qtail", "next", "prev"]
+        with m.Switch(self.dbg_sel):
+            for k, name in enumerate(dbg_names):
+                with m.Case(k):
+                    m.d.comb += self.dbg_data.eq(D[name].data)
+            with m.Case(len(dbg_names)):
+                m.d.comb += self.dbg_data.eq(Cat(count, queued, hbm_count))
+
+        def free_push(slot_):
+            wr("free", free_top, slot_)
+            m.d.sync += free_top.eq(free_top + 1)
+
+        def load_add(bin_, delta):
+            wr("loads", bin_, (rd("loads", bin_) + delta)[:32])
+
+        # ---- crypto -----------------------------------------------------------------------
+        m.submodules.sampler = sampler = PairSampler(B)
+        sw = sampler.w
+        m.d.comb += sampler.key.eq(_le(self.keys.rng))
+        m.submodules.hmac = hmac = _Mac(self.keys.index, kb)
+        m.submodules.mac0 = mac0 = _Mac(self.keys.mac, 12 + cfg.ct_bytes)
+        m.submodules.mac1 = mac1 = _Mac(self.keys.mac, 12 + cfg.ct_bytes)
+        macs = (mac0, mac1)
+        m.submodules.chacha = chacha = ChaCha20Core()
+        m.d.comb += [chacha.key.eq(_le(self.keys.enc)), chacha.blk.ready.eq(1)]
+
+        # keystream jobs: 0/1 decrypt pages 0/1 at their versions, 2/3 encrypt at version + 1
+        ks = Signal(4 * nb * 512)
+        ks_m = [Signal(32, name=f"ks_m{j}") for j in range(4)]
+        ks_v = [Signal(64, name=f"ks_v{j}") for j in range(4)]
+        ks_en, ks_done = Signal(4), Signal(4)
+        ks_go, ks_busy, ks_wait = Signal(), Signal(), Signal()
+        ks_job = Signal(2)
+        ks_blk = Signal(range(nb + 1))
+        m.d.comb += chacha.req.payload.eq(Cat(ks_blk.as_unsigned(), Const(0, 32 - len(ks_blk)),
+                                              Array(ks_m)[ks_job], Array(ks_v)[ks_job]))
+        with m.If(ks_go):
+            m.d.sync += [ks_busy.eq(1), ks_job.eq(0), ks_blk.eq(0), ks_wait.eq(0), ks_done.eq(0)]
+        with m.Elif(ks_busy):
+            with m.If(~ks_en.bit_select(ks_job, 1) | (ks_blk == nb)):
+                m.d.sync += [ks_done.bit_select(ks_job, 1).eq(1), ks_blk.eq(0)]
+                with m.If(ks_job == 3):
+                    m.d.sync += ks_busy.eq(0)
+                with m.Else():
+                    m.d.sync += ks_job.eq(ks_job + 1)
+            with m.Elif(~ks_wait):
+                m.d.comb += chacha.req.valid.eq(1)
+                with m.If(chacha.req.ready):
+                    m.d.sync += ks_wait.eq(1)
+            with m.Elif(chacha.blk.valid):
+                for j in range(4):
+                    for b in range(nb):
+                        with m.If((ks_job == j) & (ks_blk == b)):
+                            k = j * nb + b
+                            m.d.sync += ks[512 * k:512 * (k + 1)].eq(chacha.blk.payload)
+                m.d.sync += [ks_wait.eq(0), ks_blk.eq(ks_blk + 1)]
+
+        def keystream(j):
+            return ks[512 * nb * j:512 * nb * j + ct_bits]
+
+        def mac_msg(page, version, ct):
+            return _Mac.pad(Cat(_u(page, 32), _u(version, 64), ct), 12 + cfg.ct_bytes)
+
+        # ---- state ----------------------------------------------------------------------------
+        t = Signal(32)
+        t_init = Signal(64)
+        m.d.sync += [t.eq(t + 1), t_init.eq(t_init + 1)]
+        op, key, val = Signal(8), Signal(64), Signal(8 * V)
+        bad, in_init, init_item = Signal(), Signal(), Signal()
+        bucket = Signal(range(cfg.buckets))
+        miss, place = Signal(2 * sw), Signal(2 * sw)
+        n1, n2 = place[:sw], place[sw:]
+        hit = Signal()
+        hit_e = Signal(range(W))
+        free_e = Signal(range(W + 1))
+        fill = Signal(range(W + 1))
+        ent = Signal(self.entry_w)
+        e = ef(ent)
+        scan_i = Signal(range(W + 1))
+        d = [Signal(bw, name=f"d{k}") for k in range(2)]
+        host = [Signal(name=f"host{k}") for k in range(2)]
+        ver = [Signal(64, name=f"ver{k}") for k in range(2)]
+        pg = [Signal(self.page_bits, name=f"pg{k}") for k in range(2)]
+        pt = [Signal(ct_bits, name=f"pt{k}") for k in range(2)]
+        cte = [Signal(ct_bits, name=f"cte{k}") for k in range(2)]
+        out = [Signal(self.page_bits, name=f"out{k}") for k in range(2)]
+        taken, tval = Signal(), Signal(8 * V)
+        status, rval, fatal = Signal(8), Signal(8 * V), Signal(8)
+        keep, keep_v = Signal(), Signal(8 * V)
+        halted = Signal()
+        l1 = Signal(32)
+        dest = Signal(bw)
+        cur = Signal(pw)
+        i = Signal()
+        rd_n = Signal(2)
+        active, pair_ok, built, integrity_ok, responded = Signal(), Signal(), Signal(), Signal(), Signal()
+        slot_n = Signal(range(N + 1))
+        page_i = Signal(range(M + 1))
+        init_write = Signal()
+        m.d.comb += [self.halted.eq(halted), self.host_rdata.ready.eq(1)]
+
+        def page_m(x):
+            return _u((x - K)[:len(x)], 32)
+
+        def sl(vec, k):
+            return vec[8 * sb * k:8 * sb * (k + 1)]
+
+        # current page (slot vector and queue) of the take / flush steps
+        cur_pt = Signal(ct_bits)
+        qm = Signal(32)
+        m.d.comb += [cur_pt.eq(Mux(i, pt[1], pt[0])), qm.eq(Mux(in_init, page_i, page_m(Mux(i, d[1], d[0]))))]
+        first_free, has_free = Signal(range(P + 1)), Signal()
+        for k in reversed(range(P)):
+            with m.If(sl(cur_pt, k)[:8] == 0):
+                m.d.comb += [first_free.eq(k), has_free.eq(1)]
+
+        def set_pt(vec_expr):
+            with m.If(i):
+                m.d.sync += pt[1].eq(vec_expr)
+            with m.Else():
+                m.d.sync += pt[0].eq(vec_expr)
+
+        # ---- the scheduled host transactions: the schedule is the contract --------------------
+        req_w, req_a, req_l, req_d = Signal(), Signal(64), Signal(32), Signal(self.page_bits)
+        m.d.comb += self.host_req.payload.eq(Cat(req_w, req_a, req_l, req_d))
+        with m.If(active & pair_ok):
+            for k, (tr, tw) in enumerate(((s.read1, s.write1), (s.read2, s.write2))):
+                addr = cfg.host_base + page_m(d[k]) * cfg.page_bytes
+                with m.If((t == tr) & host[k]):
+                    m.d.comb += [self.host_req.valid.eq(1), req_w.eq(0), req_a.eq(addr), req_l.eq(cfg.page_bytes)]
+                with m.If((t == tw) & host[k] & integrity_ok):
+                    m.d.comb += [self.host_req.valid.eq(1), req_w.eq(1), req_a.eq(addr), req_l.eq(cfg.page_bytes),
+                                 req_d.eq(out[k])]
+        with m.If(init_write):
+            m.d.comb += [self.host_req.valid.eq(1), req_w.eq(1), req_l.eq(cfg.page_bytes), req_d.eq(out[0]),
+                         req_a.eq(cfg.host_base + page_i * cfg.page_bytes)]
+        with m.If(self.host_rdata.valid):
+            with m.If((rd_n == 0) & host[0]):
+                m.d.sync += pg[0].eq(self.host_rdata.payload)
+            with m.Else():
+                m.d.sync += pg[1].eq(self.host_rdata.payload)
+            m.d.sync += rd_n.eq(rd_n + 1)
+        late = (active & (((t == s.read1) & ~pair_ok) | ((t == s.write1) & ~built & integrity_ok)
+                          | ((t == s.respond) & ~responded)))
+        with m.If(late):
+            m.d.sync += self.late.eq(1)
+
+        c = self.cmd.payload
+        c_op, c_klen, c_key, c_vlen, c_val = c[:8], c[8:16], c[16:80], c[80:88], c[88:88 + 8 * V]
+        c_bad = (c_op > 2) | (c_klen != kb) | (c_vlen != Mux(c_op == 1, V, 0))
+        if kbits < 64:
+            c_bad = c_bad | (c_key[kbits:] != 0)
+
+        def latch():
+            return [op.eq(c_op), key.eq(c_key), val.eq(c_val)]
+
+        with m.FSM(name="omap"):
+            # ======================= initialisation ==========================================
+            with m.State("INIT_WAIT"):
+                m.d.comb += self.cmd.ready.eq(1)
+                m.d.sync += in_init.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [t_init.eq(1), slot_n.eq(1), *latch()]
+                    m.next = "I_ITEM"
+            with m.State("I_NEXT"):
+                with m.If(slot_n == N):
+                    m.d.sync += page_i.eq(0)
+                    m.next = "P_BUILD"
+                with m.Elif(t_init == slot_n * s.ingest):
+                    m.d.comb += self.cmd.ready.eq(1)
+                    with m.If(self.cmd.valid):
+                        m.d.sync += [slot_n.eq(slot_n + 1), *latch()]
+                        m.next = "I_ITEM"
+                    with m.Else():
+                        m.d.sync += self.late.eq(1)
+            with m.State("I_ITEM"):
+                with m.If(op == 3):
+                    m.d.comb += [hmac.start.eq(1), hmac.data.eq(_Mac.pad(key, kb))]
+                    m.d.sync += [init_item.eq(1), bad.eq(0)]
+                    m.next = "HASH_WAIT"
+                with m.Else():
+                    m.next = "I_NEXT"
+            with m.State("I_DUP"):
+                # a repeated initial key: drop the earlier copy (HBM pool or its page's queue)
+                with m.If(hit):
+                    m.d.sync += cur.eq(e["ptr"])
+                    load_add(e["bin"], -1)
+                    with m.If(e["bin"] < K):
+                        wr("item", e["ptr"], 0)
+                        free_push(e["ptr"])
+                        m.d.sync += hbm_count.eq(hbm_count - 1)
+                    with m.Else():
+                        m.next = "I_UNLINK"
+                m.d.sync += [keep.eq(1), keep_v.eq(val)]
+                with m.If(~hit | (e["bin"] < K)):
+                    m.next = "PLACE0"
+            with m.State("I_UNLINK"):
+                self._unlink(m, rd, wr, free_push, e["ptr"], page_m(e["bin"]), queued, pw)
+                m.next = "PLACE0"
+            with m.State("P_BUILD"):
+                m.d.sync += [pt[0].eq(0), i.eq(0)]
+                m.next = "FLUSH"
+            with m.State("P_KS"):
+                m.d.sync += [ks_m[2].eq(page_i), ks_v[2].eq(1), ks_en.eq(0b0100)]
+                m.d.comb += ks_go.eq(1)
+                m.next = "P_ENC"
+            with m.State("P_ENC"):
+                with m.If(ks_done[2] & ~ks_go):
+                    m.d.sync += cte[0].eq(pt[0] ^ keystream(2))
+                    m.next = "P_MAC"
+            with m.State("P_MAC"):
+                m.d.comb += [mac0.start.eq(1), mac0.data.eq(mac_msg(page_i, Const(1, 64), cte[0]))]
+                wr("versions", page_i, 1)
+                m.next = "P_TAG"
+            with m.State("P_TAG"):
+                with m.If(mac0.done):
+                    m.d.sync += out[0].eq(Cat(Const(1, 64), cte[0], mac0.tag))
+                    m.next = "P_WRITE"
+            with m.State("P_WRITE"):
+                with m.If(t_init == N * s.ingest + page_i * s.init_page):
+                    m.d.comb += init_write.eq(1)
+                    m.d.sync += page_i.eq(page_i + 1)
+                    with m.If(page_i == M - 1):
+                        m.next = "P_END"
+                    with m.Else():
+                        m.next = "P_BUILD"
+                with m.Elif(t_init > N * s.ingest + page_i * s.init_page):
+                    m.d.sync += self.late.eq(1)
+            with m.State("P_END"):
+                with m.If(t_init == N * s.ingest + M * s.init_page):
+                    with m.If((hbm_count + queued > cfg.hbm_items) | (queued > cfg.queue_items)):
+                        m.d.sync += [halted.eq(1), fatal.eq(Status.FATAL_CAPACITY)]
+                    m.d.sync += [in_init.eq(0), self.initialised.eq(1), init_item.eq(0)]
+                    m.next = "IDLE"
+
+            # ======================= one command ==============================================
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                m.d.sync += [active.eq(0), pair_ok.eq(0), built.eq(0), responded.eq(0)]
+                with m.If(self.cmd.valid):
+                    m.d.sync += [t.eq(1), *latch(), bad.eq(c_bad), hit.eq(0), taken.eq(0), tval.eq(0),
+                                 rval.eq(0), keep.eq(0), integrity_ok.eq(1), host[0].eq(0), host[1].eq(0),
+                                 rd_n.eq(0), status.eq(0)]
+                    with m.If(halted):
+                        m.next = "HALT_RESP"
+                    with m.Else():
+                        m.d.sync += active.eq(1)
+                        m.d.comb += [hmac.start.eq(1), hmac.data.eq(_Mac.pad(c_key, kb))]
+                        m.next = "HASH_WAIT"
+            with m.State("HALT_RESP"):
+                m.d.comb += [self.resp.valid.eq(1), self.resp.payload.eq(Cat(fatal, Const(0, 8 * V)))]
+                m.next = "IDLE"
+            with m.State("HASH_WAIT"):
+                with m.If(hmac.done):
+                    m.d.sync += [bucket.eq(hmac.tag[:len(bucket)] if cfg.buckets > 1 else 0),
+                                 scan_i.eq(0), hit.eq(0), free_e.eq(W), fill.eq(0)]
+                    m.next = "PAIR0"
+            with m.State("PAIR0"):
+                m.d.comb += sampler.pair.ready.eq(1)
+                with m.If(sampler.pair.valid):
+                    with m.If(init_item):
+                        m.d.sync += place.eq(sampler.pair.payload)
+                        m.next = "SCAN"
+                    with m.Else():
+                        m.d.sync += miss.eq(sampler.pair.payload)
+                        m.next = "PAIR1"
+            with m.State("PAIR1"):
+                m.d.comb += sampler.pair.ready.eq(1)
+                with m.If(sampler.pair.valid):
+                    m.d.sync += place.eq(sampler.pair.payload)
+                    m.next = "SCAN"
+            with m.State("SCAN"):
+                r = ef(rd("index", bucket * W + scan_i))
+                with m.If(scan_i == W):
+                    m.next = "DECIDE"
+                with m.Else():
+                    m.d.sync += scan_i.eq(scan_i + 1)
+                    with m.If(r["valid"]):
+                        m.d.sync += fill.eq(fill + 1)
+                        with m.If((r["key"] == key[:kbits]) & ~bad):
+                            m.d.sync += [hit.eq(1), hit_e.eq(scan_i), ent.eq(R["index"].data)]
+                    with m.Elif(free_e == W):
+                        m.d.sync += free_e.eq(scan_i)
+            with m.State("DECIDE"):
+                with m.If(init_item):
+                    m.next = "I_DUP"
+                with m.Else():
+                    d0 = Mux(hit, e["d1"], miss[:sw])
+                    d1 = Mux(hit, e["d2"], miss[sw:])
+                    m.d.sync += [d[0].eq(d0), d[1].eq(d1), host[0].eq(d0 >= K), host[1].eq(d1 >= K)]
+                    m.next = "VER0"
+            with m.State("VER0"):
+                v0 = rd("versions", page_m(d[0]))
+                m.d.sync += [ver[0].eq(v0), ks_m[0].eq(page_m(d[0])), ks_v[0].eq(v0),
+                             ks_m[2].eq(page_m(d[0])), ks_v[2].eq(v0 + 1)]
+                m.next = "VER1"
+            with m.State("VER1"):
+                v1 = rd("versions", page_m(d[1]))
+                m.d.sync += [ver[1].eq(v1), ks_m[1].eq(page_m(d[1])), ks_v[1].eq(v1),
+                             ks_m[3].eq(page_m(d[1])), ks_v[3].eq(v1 + 1),
+                             ks_en.eq(Cat(host[0], host[1], host[0], host[1])), pair_ok.eq(1)]
+                m.d.comb += ks_go.eq(1)
+                m.next = "HBM_TAKE"
+            with m.State("HBM_TAKE"):
+                with m.If(hit & (e["bin"] < K)):  # the item is in an HBM bin: HBM-only work
+                    it = itf(rd("item", e["ptr"]))
+                    m.d.sync += [taken.eq(1), tval.eq(it["val"]), hbm_count.eq(hbm_count - 1)]
+                    wr("item", e["ptr"], 0)
+                    free_push(e["ptr"])
+                    load_add(e["bin"], -1)
+                m.next = "WAIT_DATA"
+            with m.State("WAIT_DATA"):
+                with m.If((rd_n == host[0] + host[1]) & ~ks_go & ks_done[0] & ks_done[1]):
+                    for k in range(2):
+                        m.d.comb += [macs[k].start.eq(host[k]),
+                                     macs[k].data.eq(mac_msg(page_m(d[k]), pg[k][:64], pg[k][64:64 + ct_bits]))]
+                    m.next = "VERIFY"
+            with m.State("VERIFY"):
+                with m.If((mac0.done | ~host[0]) & (mac1.done | ~host[1])):
+                    bad_pg = []
+                    for k in range(2):
+                        tag = pg[k][64 + ct_bits:128 + ct_bits]
+                        bad_pg.append(host[k] & ((pg[k][:64] != ver[k]) | (tag != macs[k].tag)))
+                    with m.If(bad_pg[0] | bad_pg[1]):
+                        m.d.sync += [integrity_ok.eq(0), fatal.eq(Status.FATAL_INTEGRITY), halted.eq(1),
+                                     status.eq(Status.FATAL_INTEGRITY)]
+                        m.next = "WAIT_RESP"
+                    with m.Else():
+                        m.d.sync += [pt[0].eq(pg[0][64:64 + ct_bits] ^ keystream(0)),
+                                     pt[1].eq(pg[1][64:64 + ct_bits] ^ keystream(1)), i.eq(0)]
+                        m.next = "TAKE"
+            with m.State("TAKE"):
+                di = Mux(i, d[1], d[0])
+                hi = Mux(i, host[1], host[0])
+                with m.If(~hi):
+                    m.next = "NEXT_PAGE"
+                with m.Elif(hit & (e["bin"] == di) & ~taken):
+                    found = Signal(P + 1)
+                    for k in range(P):
+                        sk = sl(cur_pt, k)
+                        m.d.comb += found[k + 1].eq(found[k] | ((sk[:8] != 0) & (sk[8:8 + 8 * kb] == key[:8 * kb])))
+                        with m.If(~found[k] & (sk[:8] != 0) & (sk[8:8 + 8 * kb] == key[:8 * kb])):
+                            m.d.sync += [tval.eq(sk[8 + 8 * kb:8 * sb]), taken.eq(1)]
+                            set_pt(cur_pt & ~Const(((1 << (8 * sb)) - 1) << (8 * sb * k), ct_bits))
+                    it = itf(rd("item", e["ptr"]))
+                    with m.If(found[P]):
+                        load_add(di, -1)
+                        m.next = "FLUSH"
+                    with m.Elif(it["valid"] & (it["key"] == key[:kbits]) & (it["bin"] == di)):
+                        m.d.sync += [tval.eq(it["val"]), taken.eq(1)]
+                        m.next = "T_UNLINK"
+                    with m.Else():
+                        m.next = "FLUSH"
+                with m.Else():
+                    m.next = "FLUSH"
+            with m.State("T_UNLINK"):
+                self._unlink(m, rd, wr, free_push, e["ptr"], qm, queued, pw)
+                m.next = "T_LOAD"
+            with m.State("T_LOAD"):
+                load_add(Mux(i, d[1], d[0]), -1)
+                m.next = "FLUSH"
+            with m.State("FLUSH"):
+                h = rd("qhead", qm)
+                with m.If(~h[pw] & has_free):
+                    it = itf(rd("item", h[:pw]))
+                    nx = rd("next", h[:pw])
+                    for k in range(P):
+                        with m.If(first_free == k):
+                            lo = 8 * sb * k
+                            newslot = Cat(Const(1, 8), it["key"], Const(0, 8 * kb - kbits), it["val"])
+                            set_pt(Cat(cur_pt[:lo], newslot, cur_pt[lo + 8 * sb:]))
+                    wr("qhead", qm, nx)
+                    with m.If(nx[pw]):
+                        wr("qtail", qm, NULL)
+                    with m.Else():
+                        wr("prev", nx[:pw], NULL)
+                    wr("item", h[:pw], 0)
+                    free_push(h[:pw])
+                    m.d.sync += queued.eq(queued - 1)
+                with m.Elif(in_init):
+                    m.next = "P_KS"
+                with m.Else():
+                    m.next = "NEXT_PAGE"
+            with m.State("NEXT_PAGE"):
+                with m.If(i == 0):
+                    m.d.sync += i.eq(1)
+                    m.next = "TAKE"
+                with m.Else():
+                    m.next = "ENC"
+            with m.State("ENC"):
+                with m.If(ks_done[2] & ks_done[3]):
+                    m.d.sync += [cte[0].eq(pt[0] ^ keystream(2)), cte[1].eq(pt[1] ^ keystream(3))]
+                    m.next = "ENC_MAC"
+            with m.State("ENC_MAC"):
+                for k in range(2):
+                    m.d.comb += [macs[k].start.eq(host[k]),
+                                 macs[k].data.eq(mac_msg(page_m(d[k]), ver[k] + 1, cte[k]))]
+                with m.If(host[0]):
+                    wr("versions", page_m(d[0]), ver[0] + 1)
+                m.next = "ENC_VER"
+            with m.State("ENC_VER"):
+                with m.If(host[1]):
+                    wr("versions", page_m(d[1]), ver[1] + 1)
+                m.next = "ENC_TAG"
+            with m.State("ENC_TAG"):
+                with m.If((mac0.done | ~host[0]) & (mac1.done | ~host[1])):
+                    for k in range(2):
+                        m.d.sync += out[k].eq(Cat((ver[k] + 1)[:64], cte[k], macs[k].tag))
+                    m.d.sync += built.eq(1)
+                    m.next = "APPLY"
+            with m.State("APPLY"):  # step 3: apply the op
+                m.next = "WAIT_RESP"
+                with m.If(bad):
+                    m.d.sync += status.eq(Status.BAD_COMMAND)
+                with m.Elif(op == 0):
+                    with m.If(hit):
+                        m.d.sync += [status.eq(Status.OK), rval.eq(tval), keep.eq(1), keep_v.eq(tval)]
+                        m.next = "PLACE0"
+                    with m.Else():
+                        m.d.sync += status.eq(Status.NOT_FOUND)
+                with m.Elif(op == 1):
+                    with m.If(~hit & ((count >= N) | (fill >= W))):
+                        m.d.sync += status.eq(Status.FULL)
+                    with m.Else():
+                        m.d.sync += [status.eq(Status.OK), keep.eq(1), keep_v.eq(val)]
+                        m.next = "PLACE0"
+                with m.Else():
+                    with m.If(hit):
+                        wr("index", bucket * W + hit_e, 0)
+                        m.d.sync += [status.eq(Status.OK), count.eq(count - 1)]
+                    with m.Else():
+                        m.d.sync += status.eq(Status.NOT_FOUND)
+            with m.State("PLACE0"):
+                m.d.sync += l1.eq(rd("loads", n1))
+                m.next = "PLACE1"
+            with m.State("PLACE1"):
+                m.d.sync += dest.eq(Mux(l1 <= rd("loads", n2), n1, n2))
+                m.next = "PLACE2"
+            with m.State("PLACE2"):
+                used = hbm_count + queued
+                over = Mux(dest < K, used + 1 > cfg.hbm_items,
+                           (used + 1 > cfg.hbm_items) | (queued + 1 > cfg.queue_items))
+                with m.If(over & ~in_init):
+                    m.d.sync += [fatal.eq(Status.FATAL_CAPACITY), halted.eq(1), status.eq(Status.FATAL_CAPACITY)]
+                    m.next = "WAIT_RESP"
+                with m.Else():
+                    sidx = rd("free", free_top - 1)
+                    m.d.sync += [free_top.eq(free_top - 1), cur.eq(sidx)]
+                    wr("item", sidx, Cat(Const(1, 1), key[:kbits], keep_v, dest))
+                    load_add(dest, 1)
+                    with m.If(dest >= K):
+                        m.next = "ENQ"
+                    with m.Else():
+                        m.d.sync += hbm_count.eq(hbm_count + 1)
+                        m.next = "IDX"
+            with m.State("ENQ"):
+                pm = page_m(dest)
+                tl = rd("qtail", pm)
+                wr("prev", cur, tl)
+                with m.If(tl[pw]):
+                    wr("qhead", pm, cur)
+                with m.Else():
+                    wr("next", tl[:pw], cur)
+                wr("qtail", pm, cur)
+                m.d.sync += queued.eq(queued + 1)
+                m.next = "ENQ_NEXT"
+            with m.State("ENQ_NEXT"):
+                wr("next", cur, NULL)
+                m.next = "IDX"
+            with m.State("IDX"):
+                new = Cat(Const(1, 1), key[:kbits], n1, n2, dest, cur)
+                with m.If(hit):
+                    wr("index", bucket * W + hit_e, new)
+                with m.Else():
+                    wr("index", bucket * W + free_e, new)
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(free_e == W):  # only reachable during initialisation (the model raises)
+                        m.d.sync += [halted.eq(1), fatal.eq(Status.FATAL_CAPACITY)]
+                with m.If(init_item):
+                    m.next = "I_NEXT"
+                with m.Else():
+                    m.next = "WAIT_RESP"
+            with m.State("WAIT_RESP"):
+                m.d.sync += responded.eq(1)
+                with m.If(t == s.respond):
+                    m.d.comb += [self.resp.valid.eq(1), self.resp.payload.eq(Cat(status, rval))]
+                    m.d.sync += active.eq(0)
+                    m.next = "IDLE"
+        return m
+
+    @staticmethod
+    def _unlink(m, rd, wr, free_push, slot_, page, queued, pw):
+        """Remove pool slot ``slot_`` from the queue of ``page`` and free it (one cycle)."""
+        NULL = 1 << pw
+        p = rd("prev", slot_)
+        n = rd("next", slot_)
+        with m.If(p[pw]):
+            wr("qhead", page, n)
+        with m.Else():
+            wr("next", p[:pw], n)
+        with m.If(n[pw]):
+            wr("qtail", page, p)
+        with m.Else():
+            wr("prev", n[:pw], p)
+        wr("item", slot_, 0)
+        free_push(slot_)
+        m.d.sync += queued.eq(queued - 1)
