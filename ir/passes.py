@@ -11,7 +11,7 @@ from celosia.ir.graph import Graph, Op
 from celosia.ir.ops import infer_type
 from celosia.ir.types import TensorType
 
-__all__ = ["infer_shapes", "canonicalize", "fuse_epilogues"]
+__all__ = ["infer_shapes", "canonicalize", "fuse_epilogues", "prune", "fold_layout"]
 
 
 def infer_shapes(graph: Graph) -> Graph:
@@ -80,4 +80,72 @@ def fuse_epilogues(graph: Graph) -> Graph:
             out.replace(lin)
             out.rewire(relu.name, lin.name)
             out.remove(relu.name)
+    return out
+
+
+def prune(graph: Graph) -> Graph:
+    """Remove every op no Output depends on (dead code left by frontends and folding).
+
+    Guarantees: every remaining op reaches an Output; Inputs are kept even if unused
+    (they are part of the model's interface).
+    """
+    out = graph.copy()
+    live: set[str] = set()
+    stack = [op.name for op in out.outputs]
+    while stack:
+        name = stack.pop()
+        if name not in live:
+            live.add(name)
+            stack.extend(out.op(name).inputs)
+    for op in reversed(list(out)):
+        if op.name not in live and op.kind != "Input":
+            out.remove(op.name)
+    return out
+
+
+def _layout_index(shape: tuple[int, ...], ops: list[Op]) -> np.ndarray:
+    from celosia.ir.layout import layout_apply
+
+    idx = np.arange(int(np.prod(shape))).reshape(shape)
+    for op in ops:
+        idx = layout_apply(op.kind, op.attrs, idx)
+    return idx
+
+
+def fold_layout(graph: Graph) -> Graph:
+    """Compose chains of Reshape/Transpose and drop those that move nothing.
+
+    Two consecutive layout ops whose combined effect keeps the element order become one
+    Reshape; two Transposes become one; a Reshape to its operand's shape and a Transpose
+    by the identity permutation are removed (their readers read the operand). Guarantees:
+    float and integer semantics are unchanged (layout ops are exact); dead ops are pruned.
+    """
+    out = graph.copy()
+    changed = True
+    while changed:
+        changed = False
+        for op in out:
+            if op.kind not in ("Reshape", "Transpose") or op.name not in out:
+                continue
+            src = out.op(op.inputs[0])
+            if tuple(op.type.shape) == tuple(src.type.shape) and (
+                op.kind == "Reshape" or tuple(op.attrs["perm"]) == tuple(range(len(op.type.shape)))
+            ):
+                out.rewire(op.name, src.name)
+                changed = True
+                continue
+            if src.kind not in ("Reshape", "Transpose"):
+                continue
+            base = out.op(src.inputs[0])
+            idx = _layout_index(base.type.shape, [src, op])
+            if np.array_equal(idx.ravel(), np.arange(idx.size)):
+                new = op.evolve(kind="Reshape", inputs=(base.name,), attrs={"shape": tuple(op.type.shape)})
+            elif src.kind == op.kind == "Transpose":
+                perm = tuple(src.attrs["perm"][p] for p in op.attrs["perm"])
+                new = op.evolve(inputs=(base.name,), attrs={"perm": perm})
+            else:
+                continue
+            out.replace(new)
+            changed = True
+        out = prune(out)
     return out

@@ -83,7 +83,7 @@ def test_quantized_golden_tracks_float(name):
 def test_zoo_builds_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import celosia\n"
+        "import celosia, celosia.frontend.onnx, celosia.frontend.torch\n"
         "from celosia.frontend.zoo import get_model\n"
         "for n in ('vit-digits', 'moe-vit-digits', 'gpt-tiny'):\n"
         "    get_model(n).build(1)\n"
