@@ -118,27 +118,35 @@ def init_beats(items, cfg):
     return beats + [4] * (cfg.n - len(items))
 
 
-def run_unit(tmp_path, cfg, keys, items, cmds, name="omap_unit_top"):
-    """Run golden and RTL on the same init items and commands; return (golden model, RTL result, unit)."""
+def run_unit(tmp_path, cfg, keys, items, cmds, name="omap_unit_top", tamper=None, tag="run"):
+    """Run golden and RTL on the same init items and commands; ``tamper`` = {command index:
+    [(host address, xor mask)]} is applied to host memory just before that command, as the
+    adversary would. Returns (golden model, responses, RTL result, unit, dump names)."""
     import json
 
-    from celosia.hw.omap import DBG, OmapUnit
+    from celosia.hw.omap import OmapUnit
     from celosia.sim.omap import OmapModel
 
+    tamper = tamper or {}
     gold = OmapModel(cfg, keys=keys)
     gold.initialise(items)
-    expected = [gold.execute(c) for c in cmds]
+    expected = []
+    for k, c in enumerate(cmds):
+        for addr, x in tamper.get(k, ()):
+            gold.host.tamper_write(addr, bytes([gold.host.data[addr] ^ x]))
+        expected.append(gold.execute(c))
     unit = OmapUnit(cfg, keys)
     depth = {"index": cfg.buckets * cfg.bucket_width, "item": unit.pool_depth, "loads": cfg.bins,
              "versions": cfg.host_pages, "qhead": cfg.host_pages, "qtail": cfg.host_pages,
              "next": unit.pool_depth, "prev": unit.pool_depth, "counters": 1}
     dbg_names = ["index", "item", "loads", "versions", "qhead", "qtail", "next", "prev", "counters"]
-    out = tmp_path / "unit_result.json"
+    out = tmp_path / f"unit_result_{tag}.json"
     params = {"unit": {
         "cmds": init_beats(items, cfg) + [encode(c, cfg) for c in cmds], "host_latency": cfg.timing.host_latency,
         "page_bytes": cfg.page_bytes, "host_bytes": cfg.host_base + cfg.host_bytes, "n_resp": len(cmds),
         "max_cycles": gold.cycle + 1000, "out": str(out),
         "dump": [[k, depth[nm]] for k, nm in enumerate(dbg_names)],
+        "tamper": {str(cfg.n + k): v for k, v in tamper.items()},
     }}
     run_cocotb(unit, name, "omap_tb", tmp_path, testcase="unit_trace", params=params)
     return gold, expected, json.loads(out.read_text()), unit, dbg_names
@@ -186,29 +194,54 @@ def golden_state(g):
 UNIT_CFG = dict(n=32, c=4, alpha=0.25, p_cap=6, value_bytes=2, key_bits=16, bucket_width=4, index_load=4)
 
 
-def test_unit_matches_golden_model(tmp_path):
-    from celosia.sim.omap import OmapConfig
-
-    cfg = OmapConfig(**UNIT_CFG)
-    keys = derive_keys(21)
-    r = random.Random(8)
+def unit_workload(seed=8, n_cmds=70):
+    r = random.Random(seed)
     items = [(k, r.randbytes(2)) for k in r.sample(range(2**16), 14)] + [(7, b"dp"), (7, b"DP")]  # a repeated key
     space = [k for k, _ in items] + [r.randrange(2**16) for _ in range(12)]
     cmds = []
-    for _ in range(70):
+    for _ in range(n_cmds):
         op = r.choice((0, 0, 1, 1, 2))
         cmds.append((op, r.choice(space), r.randbytes(2) if op == 1 else None))
     cmds[10:10] = [(9, 1, None), (1, 5, b"abc"), (0, 2**16, None), None, (0, 5, b"xx")]  # bad commands
-    gold, expected, res, unit, names = run_unit(tmp_path, cfg, keys, items, cmds)
-    assert res["late"] == 0
-    # identical responses and per-command cycles (accept and response cycles)
-    got = [(x >> 0 & 0xFF, (x >> 8).to_bytes(cfg.value_bytes, "little")) for _, x in res["responses"]]
+    return items, cmds
+
+
+def assert_same(cfg, gold, expected, res, unit, names):
+    assert res["late"] == 0, "the RTL missed a window of the schedule"
+    # identical responses
+    got = [(x & 0xFF, (x >> 8).to_bytes(cfg.value_bytes, "little")) for _, x in res["responses"]]
     assert got == [(int(e.status), e.value) for e in expected]
-    starts = [q.start for q in gold.queries]
-    assert res["accepts"][cfg.n:] == starts
-    assert [c for c, _ in res["responses"]] == [q.start + cfg.schedule.respond for q in gold.queries]
+    # identical per-command cycles: accepted at the model's start cycle, answered on schedule
+    assert res["accepts"][cfg.n:] == [q.start for q in gold.queries]
+    assert [c for c, _ in res["responses"]] == [
+        q.start + (cfg.schedule.respond if q.cycles == cfg.schedule.latency else q.cycles - 1) for q in gold.queries]
     # identical host transaction log (initialisation included) and host memory (ciphertext and tags)
     assert [tuple(t) for t in res["host_log"]] == [tuple(t) for t in gold.host.log]
     assert bytes.fromhex(res["host_mem"]) == bytes(gold.host.data)
     # identical final HBM state
     assert rtl_state(res, unit, names, cfg) == golden_state(gold)
+
+
+def test_unit_matches_golden_model(tmp_path):
+    from celosia.sim.omap import OmapConfig, Status
+
+    cfg = OmapConfig(**UNIT_CFG)
+    keys = derive_keys(21)
+    items, cmds = unit_workload()
+    gold, expected, res, unit, names = run_unit(tmp_path, cfg, keys, items, cmds)
+    cases = set()
+    for q in gold.queries:
+        h = q.hidden
+        cases |= {"bad"} if h["bad"] else {(h["op"], h["hit"]), ("in", h["where"])}
+        cases |= {("flush", f > 0) for f in h.get("flushed", ())}
+    need = {(o, hit) for o in (0, 1, 2) for hit in (True, False)} | {("in", w) for w in ("hbm", "queue", "page")}
+    need |= {"bad", ("flush", True), ("flush", False)}
+    assert need <= cases, f"workload misses {need - cases}"
+    assert_same(cfg, gold, expected, res, unit, names)
+    # same build, second run: the adversary flips a ciphertext byte of one page before command 6;
+    # both halt with FATAL_INTEGRITY on the same command, then answer every command fail-closed
+    page = cfg.host_base + 2 * cfg.page_bytes
+    gold, expected, res, unit, names = run_unit(tmp_path, cfg, keys, items, cmds[:30], tamper={6: [(page + 9, 0x10)]},
+                                                tag="tamper")
+    assert Status.FATAL_INTEGRITY in [e.status for e in expected] and expected[-1].status == Status.FATAL_INTEGRITY
+    assert_same(cfg, gold, expected, res, unit, names)
