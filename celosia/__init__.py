@@ -23,7 +23,7 @@ import numpy as np
 
 from celosia.errors import CelosiaError, OutputExistsError, SimulationError
 
-__all__ = ["compile", "prepare", "simulate", "CelosiaError", "__version__"]
+__all__ = ["check", "compile", "prepare", "simulate", "CelosiaError", "__version__"]
 
 __version__ = "0.1.0"
 
@@ -32,6 +32,30 @@ Progress = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
+
+
+def check(model, example_inputs=None, *, batch: int = 1):
+    """List every op of ``model`` Celosia cannot compile, before any other work.
+
+    Parameters
+    ----------
+    model : str, Graph, torch.nn.Module or path
+        A zoo name, an ``.onnx`` file, a builder graph, or a PyTorch module (with
+        ``example_inputs``).
+    example_inputs : tuple, optional
+        Example inputs of a PyTorch module (static shapes).
+    batch : int
+        Rows per inference (zoo models only).
+
+    Returns
+    -------
+    celosia.frontend.check.CheckReport
+        ``.ok`` and ``.items`` (node, op type, reason, hint and, for PyTorch, the source
+        line of every unsupported op).
+    """
+    from celosia.frontend.check import check_model
+
+    return check_model(model, example_inputs, batch=batch)
 
 
 def prepare(model, board="ulx3s-85f", *, quant: str = "w8a16", batch: int = 1, calibration: int = 32):
@@ -66,7 +90,7 @@ def prepare(model, board="ulx3s-85f", *, quant: str = "w8a16", batch: int = 1, c
 
     board = get_board(board)
     precision = Precision.parse(quant)
-    if isinstance(model, str):
+    if isinstance(model, str) and not model.endswith(".onnx"):
         zoo = get_model(model)
         graph = zoo.build(batch)
 
@@ -74,7 +98,9 @@ def prepare(model, board="ulx3s-85f", *, quant: str = "w8a16", batch: int = 1, c
             return zoo.samples(count, batch, seed)
 
     else:
-        graph = model
+        from celosia.frontend.check import resolve_model
+
+        graph = resolve_model(model)[1]
 
         def sampler(count: int, seed: int) -> list[dict]:
             rng = np.random.default_rng(seed)
@@ -184,6 +210,8 @@ def compile(
     out = Path(out_dir)
     if out.exists() and not force:
         raise OutputExistsError(f"output folder '{out}' already exists", hint="pass --force to replace it")
+    say("checking the model's ops")
+    check(model, batch=batch).raise_if_unsupported()  # every unsupported op, before any other work
     if bitstream:
         check_toolchain(board)  # before minutes of work, not after
     staging = out.parent / f".{out.name}.partial"

@@ -99,6 +99,24 @@ def _cmd_boards(args) -> int:
     return 0
 
 
+def _cmd_check(args) -> int:
+    import celosia
+
+    report = celosia.check(args.model, batch=args.batch)
+    if args.json:
+        out.print_json(json.dumps(report.to_dict()))
+    elif report.ok:
+        out.print(f"{report.model}: every op is supported (import and hardware)")
+    else:
+        t = Table(title=f"{report.model}: {len(report.items)} unsupported op(s)")
+        for col in ("node", "op", "stage", "source", "reason / what works instead"):
+            t.add_column(col)
+        for u in report.items:
+            t.add_row(u.node, u.op, u.stage, u.source or "—", f"{u.reason}; {u.hint}" if u.hint else u.reason)
+        out.print(t)
+    return 0 if report.ok else 1
+
+
 def _cmd_zoo(args) -> int:
     from celosia.frontend.zoo import list_models
 
@@ -152,6 +170,11 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_cmd_sim)
     sub.add_parser("boards", help="list supported boards").set_defaults(run=_cmd_boards)
     sub.add_parser("zoo", help="list built-in models").set_defaults(run=_cmd_zoo)
+    k = sub.add_parser("check", help="list every op of a model Celosia cannot compile (exit 1 if any)")
+    k.add_argument("model", help="zoo model name or .onnx file")
+    k.add_argument("--batch", type=int, default=1, help="rows per inference (zoo models)")
+    k.add_argument("--json", action="store_true", help="print the report as JSON")
+    k.set_defaults(run=_cmd_check)
     o = sub.add_parser("omap", help="oblivious-map unit: validate a configuration, write its report")
     o.add_argument("--capacity", type=int, required=True, help="N, the most items held (multiple of c=8)")
     o.add_argument("--value-bytes", type=int, required=True, help="value length in bytes")
