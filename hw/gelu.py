@@ -24,6 +24,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from celosia.hw.dsp import is_ecp5
 from celosia.hw.pipeline import Pipeline, Tap
 from celosia.ir.gelu import GeluTable, gelu_table
 from celosia.ir.numerics import Fixed
@@ -165,6 +166,6 @@ class Gelu(wiring.Component):
             valid = v
         m.d.comb += self.o.valid.eq(valid)
         for lane in range(self.lanes):
-            out = self._datapath(Pipeline(m, adv, prefix=f"l{lane}_"), self.i.payload[lane], rom)
+            out = self._datapath(Pipeline(m, adv, prefix=f"l{lane}_", ecp5=is_ecp5(platform)), self.i.payload[lane], rom)
             m.d.comb += self.o.payload[lane].eq(out.value)
         return m

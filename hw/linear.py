@@ -19,6 +19,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from celosia.errors import HardwareGenerationError
+from celosia.hw.dsp import ecp5_registered_multiplier as _ecp5_registered_multiplier
 
 __all__ = [
     "LinearConfig",
@@ -142,33 +143,6 @@ def _shl_const(v, k: int):
     if k >= width:
         return Const(0, width)
     return Cat(Const(0, k), v[: width - k])
-
-
-def _ecp5_registered_multiplier(a: Signal, b: Signal, p: Signal) -> Instance:
-    """``p = a * b`` two cycles later, in one ECP5 MULT18X18D with input and output registers.
-
-    Signed 18×18 mode (SIGNEDA = SIGNEDB = 1); ``a`` and ``b`` are sign-extended to 18
-    bits and ``p`` takes the low bits of the 36-bit product. Global set/reset is off, so
-    the registers behave exactly like the fabric registers they replace.
-    """
-    a18 = Signal(signed(18))
-    b18 = Signal(signed(18))
-    p36 = Signal(signed(36))
-    ports = {f"i_A{i}": a18[i] for i in range(18)}
-    ports.update({f"i_B{i}": b18[i] for i in range(18)})
-    ports.update({f"o_P{i}": p36[i] for i in range(36)})
-    inst = Instance(
-        "MULT18X18D",
-        p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
-        p_REG_PIPELINE_CLK="NONE", p_GSR="DISABLED", p_RESETMODE="SYNC",
-        i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
-        i_CLK0=ClockSignal("sync"), i_CE0=1, i_RST0=0,
-        **ports,
-    )
-    m = Module()
-    m.submodules.dsp = inst
-    m.d.comb += [a18.eq(a), b18.eq(b), p.eq(p36[: len(p)])]
-    return m
 
 
 class LinearArray(wiring.Component):

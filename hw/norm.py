@@ -33,6 +33,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from celosia.hw.dsp import is_ecp5
 from celosia.hw.pipeline import Pipeline, Tap
 from celosia.hw.primitives import Rsqrt, shift_right
 from celosia.ir.norm import NormParams, norm_params
@@ -207,6 +208,7 @@ class _Norm(wiring.Component):
         B = self.in_fmt.bits
         w = self._widths()
         m.submodules.rsqrt = rs = self.rsqrt
+        ecp5 = is_ecp5(platform)
         gw = self.gamma_fmt.bits
         bw = 0 if self.rms else self.beta_fmt.bits
 
@@ -236,7 +238,7 @@ class _Norm(wiring.Component):
         wbank, obank, obusy = Signal(), Signal(), Signal()
         m.d.comb += [self.i.ready.eq(in_acc), fire.eq(self.i.valid & in_acc)]
         m.d.comb += [wp.addr.eq(Mux(wbank, wcnt + NB, wcnt)), wp.data.eq(self.i.payload.as_value()), wp.en.eq(fire)]
-        s1b, s2b = self._sum_path(Pipeline(m, prefix="st_"), [self.i.payload[ln] for ln in range(L)])
+        s1b, s2b = self._sum_path(Pipeline(m, prefix="st_", ecp5=ecp5), [self.i.payload[ln] for ln in range(L)])
         vchain = [fire]
         for k in range(self.sum_latency):
             v = Signal(name=f"sum_v{k + 1}")
@@ -249,7 +251,7 @@ class _Norm(wiring.Component):
             m.d.sync += [S1.eq(S1 + s1b.value), S2.eq(S2 + s2b.value)]
 
         # ---- per-row constants: a free-running pipeline from S1, S2 (held until the hand-off)
-        row = self._row_path(Pipeline(m, prefix="row_"), Tap(S1, 0), Tap(S2, 0))
+        row = self._row_path(Pipeline(m, prefix="row_", ecp5=ecp5), Tap(S1, 0), Tap(S2, 0))
         r = Signal(unsigned(p.rsqrt_frac + 2))  # row constants of the row being output
         otsh = Signal.like(row["tsh"].value)
         omask = Signal.like(row["mask"].value)
@@ -261,7 +263,7 @@ class _Norm(wiring.Component):
         # ---- output side: one stall-as-a-whole pipeline for all lanes
         adv, iss = Signal(), Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
-        opipe = Pipeline(m, adv, prefix="o_")
+        opipe = Pipeline(m, adv, prefix="o_", ecp5=ecp5)
         m.d.comb += iss.eq(obusy & (rcnt < NB))
         addr = Tap(Mux(obank, rcnt + NB, rcnt), 0)
         qw = opipe.read("q", buf, L * B, addr)

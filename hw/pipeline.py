@@ -25,6 +25,7 @@ from typing import Callable
 
 from amaranth.hdl import Const, Module, Shape, Signal, Value, unsigned
 from amaranth.lib.memory import Memory
+from celosia.hw.dsp import ecp5_registered_multiplier
 
 __all__ = ["Tap", "Pipeline", "CHUNK", "partials_of"]
 
@@ -78,10 +79,15 @@ def _const_slices(c: int) -> list[tuple[Value, int]]:
     return out
 
 
+def _factor_pairs(a: Value, b) -> list[tuple[Value, Value, int]]:
+    """``(a_i, b_j, shift)`` with ``a·b = Σ a_i·b_j·2^shift`` and each pair fitting one 18×18 DSP."""
+    bs = _const_slices(b) if isinstance(b, int) else _slices(Value.cast(b))
+    return [(x, y, sx + sy) for x, sx in _slices(Value.cast(a)) for y, sy in bs]
+
+
 def partials_of(a: Value, b) -> list[tuple[Value, int]]:
     """Partial products ``(a_i·b_j, shift)`` of ``a·b`` with each factor pair fitting one 18×18 DSP."""
-    bs = _const_slices(b) if isinstance(b, int) else _slices(Value.cast(b))
-    return [(x * y, sx + sy) for x, sx in _slices(Value.cast(a)) for y, sy in bs]
+    return [(x * y, sh) for x, y, sh in _factor_pairs(a, b)]
 
 
 class Pipeline:
@@ -95,12 +101,17 @@ class Pipeline:
         Load enable of every register (the pipeline's advance signal); default always.
     prefix : str
         Prefix of the register names.
+    ecp5 : bool
+        Build each partial product as an ECP5 ``MULT18X18D`` with its own input and output
+        registers (:func:`celosia.hw.dsp.ecp5_registered_multiplier`); otherwise fabric registers
+        on the operands and the product. Same stages either way.
     """
 
-    def __init__(self, m: Module | None, en=None, prefix: str = ""):
+    def __init__(self, m: Module | None, en=None, prefix: str = "", ecp5: bool = False):
         self.m = m
         self.en = Const(1) if en is None else en
         self.prefix = prefix
+        self.ecp5 = ecp5
         self._delayed: dict[int, list[Signal]] = {}
         self._names: dict[str, int] = {}
 
@@ -148,15 +159,16 @@ class Pipeline:
     def mul(self, name: str, a: Tap, b: Tap | int) -> Tap:
         """``a·b`` (``b`` a tap or an integer constant), exact, through registered DSP slices.
 
-        Stage ``s + 1`` (``s`` the later operand's stage) registers every partial product; each
-        further stage adds pairs, so the product is ready at ``s + 1 + ceil(log2(partials))``.
+        Stages ``s + 1`` and ``s + 2`` (``s`` the later operand's stage) register every partial
+        product's operands and the partial product itself; each further stage adds pairs, so the
+        product is ready at ``s + 2 + ceil(log2(partials))``.
         """
         stage = max(a.stage, b.stage) if isinstance(b, Tap) else a.stage
         av = self.at(a, stage)
         bv = self.at(b, stage) if isinstance(b, Tap) else b
         full = Value.cast(av * (bv if isinstance(b, Tap) else Const(b))).shape()
         # (tap, shift) pairs; a sum is registered at the smaller shift of its two terms
-        level = [(self.reg(f"{name}_pp", p, stage=stage), sh) for p, sh in partials_of(av, bv)]
+        level = [(self._partial(f"{name}_pp", x, y, stage), sh) for x, y, sh in _factor_pairs(av, bv)]
         while len(level) > 1:
             nxt = []
             for (x, sx), (y, sy) in zip(level[0::2], level[1::2]):
@@ -170,6 +182,17 @@ class Pipeline:
         v = Value.cast(t.value) << sh
         v = v[:full.width]  # the exact product fits its natural shape
         return Tap(v.as_signed() if full.signed else v, t.stage)
+
+    def _partial(self, name: str, x: Value, y: Value, stage: int) -> Tap:
+        """``x·y`` (one DSP) two stages after ``stage``: operand registers, product register."""
+        shape = Value.cast(x * y).shape()
+        if self.ecp5 and self.m is not None:
+            p = self._signal(shape, name)
+            self.m.submodules[p.name] = ecp5_registered_multiplier(x, y, p, ce=self.en)
+            return Tap(p, stage + 2)
+        xr = self.reg(f"{name}_a", x, stage=stage)
+        yv = y if isinstance(y, Const) else self.reg(f"{name}_b", y, stage=stage).value
+        return self.reg(name, lambda u: u * yv, xr)
 
     def rom(self, name: str, words: list[int], width: int, addr: Tap) -> Tap:
         """``words[addr]`` two stages after ``addr``: block RAM read register, then a fabric register."""

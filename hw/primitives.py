@@ -24,6 +24,7 @@ from __future__ import annotations
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+from celosia.hw.dsp import is_ecp5
 from celosia.hw.pipeline import Pipeline, Tap
 from celosia.ir import approx
 from celosia.ir.numerics import Fixed
@@ -88,7 +89,7 @@ class _Unit(wiring.Component):
             with m.If(adv):
                 m.d.sync += v.eq(valid)
             valid = v
-        out = self._datapath(Pipeline(m, adv), self.x.payload)
+        out = self._datapath(Pipeline(m, adv, ecp5=is_ecp5(platform)), self.x.payload)
         assert out.stage == self.latency
         m.d.comb += [self.y.valid.eq(valid), self.y.payload.eq(out.value)]
         return m

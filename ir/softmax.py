@@ -8,11 +8,14 @@ and :func:`celosia.ir.approx.reciprocal_int`, so the hardware and this model sha
 Integer steps (see :func:`softmax_params` for the formats; ``Fe`` = fractional bits of an
 exponential, ``Fr`` of the reciprocal; shifts of non-negative values floor)::
 
-    per beat b of `lanes` elements (masked elements are skipped; m starts at in_fmt.min_int, l at 0):
-        m_new = max(m, max of the unmasked s_j in the beat)      (m_new = m if all are masked)
-        c     = exp_neg(clip(m − m_new, dfmt.min_int, 0))       (exactly 2^Fe when m_new = m)
-        l     = ((l·c) >> Fe) + Σ_unmasked exp_neg(clip(s_j − m_new, dfmt.min_int, 0))
-        m     = m_new
+    P = phases (8) interleaved accumulators (m_k, l_k), k = 0..P−1, start at (in_fmt.min_int, 0);
+    per beat b of `lanes` elements (masked elements are skipped), with k = b mod P:
+        m_new = max(m_k, max of the unmasked s_j in the beat)    (m_new = m_k if all are masked)
+        c     = exp_neg(clip(m_k − m_new, dfmt.min_int, 0))     (exactly 2^Fe when m_new = m_k)
+        l_k   = ((l_k·c) >> Fe) + Σ_unmasked exp_neg(clip(s_j − m_new, dfmt.min_int, 0))
+        m_k   = m_new
+    merge, once per row:
+        m = max_k m_k;   l = Σ_k ((l_k · exp_neg(clip(m_k − m, dfmt.min_int, 0))) >> Fe)
     r   = reciprocal(l)                       (l in lfmt, r in rfmt; 1 <= l <= max_len, r <= 1)
     p_j = 0 if masked else min(round_half_up(exp_neg(clip(s_j − m, dfmt.min_int, 0))·r·2^-(Fe+Fr−out.frac)), cap)
 
@@ -20,6 +23,10 @@ with ``cap = min(out_fmt.max_int, 2^out.frac)`` so an output never exceeds 1.0. 
 exponential's argument to ``dfmt`` (``-2^ib`` with ``2^ib >= (Fe+3)·ln 2``) is exact: both the
 clipped and the unclipped argument give an exponential of 0 (``exp_neg`` flushes from
 ``i >= Fe + 2``).
+
+The interleaving exists for the hardware: the running-sum recurrence ``l·c`` (a 37×27-bit product
+at the defaults) gets P cycles per update instead of one, so it is pipelined like every other
+product; the merge costs one more rescale per phase (covered by the bound below).
 
 A fully masked row gives all zeros. The maximum ``m`` and every numerator ``exp(s_j − m)`` are
 order independent bit for bit; only ``l`` (hence ``r``) depends on the order of arrival through
@@ -33,8 +40,9 @@ max |p − p_ref| ≤ 2.03e-7 (0.85 LSB), max |Σp − 1| ≤ 3.1e-6; stated bou
 
 **Stated bound** (per element, against float64 softmax of the dequantized scores): with
 ``δ = exp_neg_error_bound·2^-Fe`` the absolute error of one exponential, the recurrence keeps an
-upper bound ``A`` of ``|l − Σ exp(s_k − m)|``: a rescale (only when the max moves) adds
-``A·(ĉ − 1) + (l + A)·δ + 2^-Fe`` (the product's floor), each unmasked element adds ``δ``.
+upper bound ``A`` of ``|l − Σ exp(s_k − m)|`` per phase: a rescale (only when the max moves, and
+once at the merge for every phase not holding the row maximum) adds ``A·(ĉ − 1) + (l + A)·δ +
+2^-Fe`` (the product's floor), each unmasked element adds ``δ``; the phases' bounds add up.
 Then, with ``|r − 1/l| <= 2^-(Fr+1) + rel/l`` (:func:`celosia.ir.approx.reciprocal_error_bound`)::
 
     |p̂_j − p_j| <= 2^-(out.frac+1) + δ·r + e_j·(2^-(Fr+1) + rel/l) + e_j·A/(l·(l − A))
@@ -104,6 +112,10 @@ class SoftmaxParams:
         Reciprocal ``Fixed(Fr + 1, Fr, unsigned)``.
     exp_table_bits, exp_guard_bits, recip_table_bits, recip_guard_bits : int
         Parameters of the two primitives.
+    phases : int
+        Interleaved statistics accumulators: beat ``b`` of a row updates accumulator
+        ``b mod phases`` (so the hardware's multiply in the running-sum recurrence has ``phases``
+        cycles instead of one); the accumulators are merged once per row.
     """
 
     in_fmt: Fixed
@@ -118,6 +130,7 @@ class SoftmaxParams:
     exp_guard_bits: int
     recip_table_bits: int
     recip_guard_bits: int
+    phases: int = 8
 
     @property
     def Fe(self) -> int:
@@ -145,10 +158,10 @@ class SoftmaxParams:
     @property
     def rom_bits(self) -> int:
         """ROM of the hardware unit: ``2·lanes + 1`` exponential units (statistics lanes, rescale factor,
-        replay lanes) and one reciprocal."""
+        replay lanes, and the merge of the phase accumulators) and one reciprocal."""
         e = approx.exp_neg_params(self.dfmt, self.efmt, self.exp_table_bits, self.exp_guard_bits).rom_bits
         r = approx.reciprocal_params(self.lfmt, self.rfmt, self.recip_table_bits, self.recip_guard_bits).rom_bits
-        return (2 * self.lanes + 1) * e + r
+        return (2 * self.lanes + 2) * e + r
 
     @property
     def buffer_bits(self) -> int:
@@ -167,6 +180,7 @@ def softmax_params(
     exp_guard_bits: int = 3,
     recip_table_bits: int = 6,
     recip_guard_bits: int = 4,
+    phases: int = 8,
 ) -> SoftmaxParams:
     """Validate the softmax parameters and derive its internal formats.
 
@@ -185,6 +199,8 @@ def softmax_params(
         ``out_fmt.frac`` (0..8).
     exp_table_bits, exp_guard_bits, recip_table_bits, recip_guard_bits : int
         Passed to :func:`celosia.ir.approx.exp_neg_params` / :func:`~celosia.ir.approx.reciprocal_params`.
+    phases : int
+        Interleaved statistics accumulators (a power of two, 1..64; the hardware needs 8).
 
     Raises
     ------
@@ -199,6 +215,9 @@ def softmax_params(
     _check_int("max_len", max_len, 1, 1 << 16, "use a row length of at least 1 element")
     _check_int("exp_extra_bits", exp_extra_bits, 0, 8, "use 0..8 (4 is the default)")
     _check_int("recip_extra_bits", recip_extra_bits, 0, 8, "use 0..8 (4 is the default)")
+    _check_int("phases", phases, 1, 64, "use 8 interleaved accumulators (the hardware's default)")
+    if phases & (phases - 1):
+        _fail(f"phases={phases} is not a power of two", "use 1, 2, 4, 8, ...")
     if not in_fmt.signed:
         _fail(f"score format {in_fmt} is unsigned", "use a signed score format (scores may be negative)")
     if out_fmt.frac < 1 or out_fmt.bits - (1 if out_fmt.signed else 0) < 2:
@@ -223,7 +242,7 @@ def softmax_params(
     approx.exp_neg_params(dfmt, efmt, exp_table_bits, exp_guard_bits)
     approx.reciprocal_params(lfmt, rfmt, recip_table_bits, recip_guard_bits)
     return SoftmaxParams(in_fmt, out_fmt, lanes, max_len, dfmt, efmt, lfmt, rfmt,
-                         exp_table_bits, exp_guard_bits, recip_table_bits, recip_guard_bits)
+                         exp_table_bits, exp_guard_bits, recip_table_bits, recip_guard_bits, phases)
 
 
 def _exp(p: SoftmaxParams, diff) -> np.ndarray:
@@ -247,25 +266,36 @@ def _row(codes, mask, p: SoftmaxParams):
 
 
 def softmax_stats_int(codes, mask, p: SoftmaxParams):
-    """The statistics pass: returns ``(m, l, trace)`` with ``trace`` a list of per-beat
-    ``(m_changed, c, l_before)`` (used by :func:`softmax_error_bound`)."""
+    """The statistics pass: returns ``(m, l, merge)``.
+
+    ``merge`` lists, per phase, ``(trace, l_phase, c_merge)``: the phase's per-beat
+    ``(m_changed, c, l_before)`` trace, its final sum and its merge factor (used by
+    :func:`softmax_error_bound`).
+    """
     s, mk = _row(codes, mask, p)
-    L = p.lanes
+    L, P, Fe = p.lanes, p.phases, p.Fe
+    lo = p.in_fmt.min_int
     sb = s.reshape(-1, L)
     vb = ~mk.reshape(-1, L)
-    bmax = np.where(vb, sb, p.in_fmt.min_int).max(axis=1)
-    anyv = vb.any(axis=1)
-    m_new = np.maximum.accumulate(np.where(anyv, bmax, p.in_fmt.min_int))
-    m_old = np.concatenate([[p.in_fmt.min_int], m_new[:-1]])
-    c = _exp(p, m_old - m_new)
-    e = np.where(vb, _exp(p, sb - m_new[:, None]), 0).sum(axis=1)
-    Fe = p.Fe
-    l = 0
-    trace = []
-    for b in range(sb.shape[0]):
-        trace.append((bool(m_new[b] != m_old[b]), int(c[b]), l))
-        l = ((l * int(c[b])) >> Fe) + int(e[b])
-    return int(m_new[-1]), l, trace
+    bmax = np.where(vb.any(axis=1), np.where(vb, sb, lo).max(axis=1), lo)
+    m_ph, l_ph, traces = [], [], []
+    for ph in range(P):
+        beats = np.arange(ph, sb.shape[0], P)
+        m_new = np.maximum.accumulate(bmax[beats]) if beats.size else np.zeros(0, np.int64)
+        m_old = np.concatenate([[lo], m_new[:-1]])
+        c = _exp(p, m_old - m_new)
+        e = np.where(vb[beats], _exp(p, sb[beats] - m_new[:, None]), 0).sum(axis=1)
+        l, trace = 0, []
+        for k in range(beats.size):
+            trace.append((bool(m_new[k] != m_old[k]), int(c[k]), l))
+            l = ((l * int(c[k])) >> Fe) + int(e[k])
+        m_ph.append(int(m_new[-1]) if beats.size else lo)
+        l_ph.append(l)
+        traces.append(trace)
+    m = max(m_ph)
+    c_merge = [int(v) for v in _exp(p, np.array(m_ph, dtype=np.int64) - m)]
+    l = sum((lp * c) >> Fe for lp, c in zip(l_ph, c_merge))
+    return m, l, list(zip(traces, l_ph, c_merge))
 
 
 def softmax_int(codes, mask, in_fmt: Fixed, out_fmt: Fixed, lanes: int = 1, max_len: int | None = None,
@@ -339,16 +369,23 @@ def softmax_error_bound(codes, mask, in_fmt: Fixed, out_fmt: Fixed, lanes: int =
     s, mk = _row(codes, mask, p)
     if mk.all():
         return np.zeros(s.shape)
-    m, l_int, trace = softmax_stats_int(s, mk, p)
+    m, l_int, merge = softmax_stats_int(s, mk, p)
     ulp_e = 2.0**-p.Fe
     delta = approx.exp_neg_error_bound(p.dfmt, p.efmt, p.exp_table_bits, p.exp_guard_bits) * ulp_e
     vb = ~mk.reshape(-1, p.lanes)
+
+    def rescale(A, c, l_before):  # error after l <- (l·c) >> Fe with c within delta of its value
+        return A * (c * ulp_e) + (l_before * ulp_e + A) * delta + ulp_e
     A = 0.0
-    for b, (moved, c, l_before) in enumerate(trace):
-        if moved and l_before:
-            lb = l_before * ulp_e
-            A = A * (c * ulp_e) + (lb + A) * delta + ulp_e
-        A += delta * int(vb[b].sum())
+    for ph, (trace, l_ph, c_merge) in enumerate(merge):
+        Ap = 0.0
+        for k, (moved, c, l_before) in enumerate(trace):
+            if moved and l_before:
+                Ap = rescale(Ap, c, l_before)
+            Ap += delta * int(vb[ph + k * p.phases].sum())
+        if c_merge != 1 << p.Fe and l_ph:  # the phase holding the maximum merges exactly
+            Ap = rescale(Ap, c_merge, l_ph)
+        A += Ap
     A *= 1.0 + 1e-9
     l = l_int * ulp_e
     _lsb, rel = approx.reciprocal_error_bound(p.lfmt, p.rfmt, p.recip_table_bits, p.recip_guard_bits)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import struct
 
+import pytest
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -89,108 +90,6 @@ def test_crypto_cores_match_reference(tmp_path):
 # =====================================================================================
 # tier 1: the whole unit against the golden model
 # =====================================================================================
-def encode(cmd, cfg) -> int:
-    """A Python command as the unit's command beat (op | key_len | key | value_len | value)."""
-    V, kb = cfg.value_bytes, cfg.key_bytes
-    try:
-        op, key, value = cmd
-    except (TypeError, ValueError):
-        op, key, value = 0xFF, 0, None
-    op = op if isinstance(op, int) and not isinstance(op, bool) and 0 <= op < 255 else 0xFF
-    if isinstance(key, (bytes, bytearray)):
-        klen, kv = len(key), int.from_bytes(key, "little") if len(key) <= 8 else 0
-    elif isinstance(key, int) and not isinstance(key, bool) and 0 <= key < 2**64:
-        klen, kv = kb, key
-    else:
-        klen, kv = 0xFF, 0
-    if value is None or value == b"":
-        vlen, vv = 0, 0
-    elif isinstance(value, (bytes, bytearray)):
-        vlen, vv = min(len(value), 255), int.from_bytes(value, "little") if len(value) <= V else 0
-    else:
-        vlen, vv = 0xFF, 0
-    return op | klen << 8 | kv << 16 | vlen << 80 | vv << 88
-
-
-def init_beats(items, cfg):
-    beats = [3 | cfg.key_bytes << 8 | k << 16 | cfg.value_bytes << 80 | int.from_bytes(v, "little") << 88
-             for k, v in items]
-    return beats + [4] * (cfg.n - len(items))
-
-
-def run_unit(tmp_path, cfg, keys, items, cmds, name="omap_unit_top", tamper=None, tag="run"):
-    """Run golden and RTL on the same init items and commands; ``tamper`` = {command index:
-    [(host address, xor mask)]} is applied to host memory just before that command, as the
-    adversary would. Returns (golden model, responses, RTL result, unit, dump names)."""
-    import json
-
-    from celosia.hw.omap import OmapUnit
-    from celosia.sim.omap import OmapModel
-
-    tamper = tamper or {}
-    gold = OmapModel(cfg, keys=keys)
-    gold.initialise(items)
-    expected = []
-    for k, c in enumerate(cmds):
-        for addr, x in tamper.get(k, ()):
-            gold.host.tamper_write(addr, bytes([gold.host.data[addr] ^ x]))
-        expected.append(gold.execute(c))
-    unit = OmapUnit(cfg, keys)
-    depth = {"index": cfg.buckets * cfg.bucket_width, "item": unit.pool_depth, "loads": cfg.bins,
-             "versions": cfg.host_pages, "qhead": cfg.host_pages, "qtail": cfg.host_pages,
-             "next": unit.pool_depth, "prev": unit.pool_depth, "counters": 1}
-    dbg_names = ["index", "item", "loads", "versions", "qhead", "qtail", "next", "prev", "counters"]
-    out = tmp_path / f"unit_result_{tag}.json"
-    params = {"unit": {
-        "cmds": init_beats(items, cfg) + [encode(c, cfg) for c in cmds], "host_latency": cfg.timing.host_latency,
-        "page_bytes": cfg.page_bytes, "host_bytes": cfg.host_base + cfg.host_bytes, "n_resp": len(cmds),
-        "max_cycles": gold.cycle + 1000, "out": str(out),
-        "dump": [[k, depth[nm]] for k, nm in enumerate(dbg_names)],
-        "tamper": {str(cfg.n + k): v for k, v in tamper.items()},
-    }}
-    run_cocotb(unit, name, "omap_tb", tmp_path, testcase="unit_trace", params=params)
-    return gold, expected, json.loads(out.read_text()), unit, dbg_names
-
-
-def _fields(word, layout):
-    out, o = {}, 0
-    for name, w in layout:
-        out[name] = (word >> o) & ((1 << w) - 1)
-        o += w
-    return out
-
-
-def rtl_state(res, unit, names, cfg):
-    """The logical HBM state (as the golden model keeps it) from the RTL's region dump."""
-    dump = {nm: res["dumps"][str(k)] for k, nm in enumerate(names)}
-    f = unit.fields()
-    null = 1 << unit.pw
-    index = {}
-    for a, wv in enumerate(dump["index"]):
-        x = _fields(wv, f["entry"])
-        if x["valid"]:
-            index[x["key"]] = (x["d1"], x["d2"], x["bin"], a // cfg.bucket_width)
-    items = [_fields(wv, f["item"]) for wv in dump["item"]]
-    hbm = {x["key"]: x["val"].to_bytes(cfg.value_bytes, "little") for x in items if x["valid"] and x["bin"] < cfg.hbm_bins}
-    queues = {}
-    for mm in range(cfg.host_pages):
-        q, h = [], dump["qhead"][mm]
-        while not h & null and len(q) <= unit.pool_depth:
-            q.append((items[h]["key"], items[h]["val"].to_bytes(cfg.value_bytes, "little")))
-            h = dump["next"][h]
-        if q:
-            queues[cfg.hbm_bins + mm] = q
-    c = dump["counters"][0]
-    return {"index": index, "hbm": hbm, "queues": queues, "loads": dump["loads"], "versions": dump["versions"],
-            "count": c & 0xFFFFFFFF, "queued": (c >> 32) & 0xFFFFFFFF, "hbm_count": c >> 64}
-
-
-def golden_state(g):
-    return {"index": {k: (e.d1, e.d2, e.bin, e.bucket) for k, e in g.index.items()}, "hbm": dict(g.hbm_store),
-            "queues": {b: list(q) for b, q in g.queues.items() if q}, "loads": list(g.loads),
-            "versions": list(g.versions), "count": len(g.index), "queued": g.queued, "hbm_count": len(g.hbm_store)}
-
-
 UNIT_CFG = dict(n=32, c=4, alpha=0.25, p_cap=6, value_bytes=2, key_bits=16, bucket_width=4, index_load=4)
 
 
@@ -206,29 +105,37 @@ def unit_workload(seed=8, n_cmds=70):
     return items, cmds
 
 
-def assert_same(cfg, gold, expected, res, unit, names):
-    assert res["late"] == 0, "the RTL missed a window of the schedule"
-    # identical responses
-    got = [(x & 0xFF, (x >> 8).to_bytes(cfg.value_bytes, "little")) for _, x in res["responses"]]
-    assert got == [(int(e.status), e.value) for e in expected]
-    # identical per-command cycles: accepted at the model's start cycle, answered on schedule
-    assert res["accepts"][cfg.n:] == [q.start for q in gold.queries]
-    assert [c for c, _ in res["responses"]] == [
-        q.start + (cfg.schedule.respond if q.cycles == cfg.schedule.latency else q.cycles - 1) for q in gold.queries]
-    # identical host transaction log (initialisation included) and host memory (ciphertext and tags)
-    assert [tuple(t) for t in res["host_log"]] == [tuple(t) for t in gold.host.log]
-    assert bytes.fromhex(res["host_mem"]) == bytes(gold.host.data)
-    # identical final HBM state
-    assert rtl_state(res, unit, names, cfg) == golden_state(gold)
+def golden_run(cfg, keys, items, cmds, tamper=None):
+    from celosia.sim.omap import OmapModel
+
+    gold = OmapModel(cfg, keys=keys)
+    gold.initialise(items)
+    expected = []
+    for k, c in enumerate(cmds):
+        for addr, x in (tamper or {}).get(k, ()):
+            gold.host.tamper_write(addr, bytes([gold.host.data[addr] ^ x]))
+        expected.append(gold.execute(c))
+    return gold, expected
 
 
-def test_unit_matches_golden_model(tmp_path):
+@pytest.fixture(scope="module")
+def unit_build(tmp_path_factory):
+    """One Verilator build of the tier-1 unit, shared by the tests below (same config and keys)."""
+    return tmp_path_factory.mktemp("omap_unit")
+
+
+UNIT_SEED = 21
+
+
+def test_unit_matches_golden_model(unit_build):
+    from celosia.omap import compare_rtl, run_rtl
     from celosia.sim.omap import OmapConfig, Status
 
     cfg = OmapConfig(**UNIT_CFG)
-    keys = derive_keys(21)
+    keys = derive_keys(UNIT_SEED)
+    tmp_path = unit_build
     items, cmds = unit_workload()
-    gold, expected, res, unit, names = run_unit(tmp_path, cfg, keys, items, cmds)
+    gold, expected = golden_run(cfg, keys, items, cmds)
     cases = set()
     for q in gold.queries:
         h = q.hidden
@@ -237,11 +144,28 @@ def test_unit_matches_golden_model(tmp_path):
     need = {(o, hit) for o in (0, 1, 2) for hit in (True, False)} | {("in", w) for w in ("hbm", "queue", "page")}
     need |= {"bad", ("flush", True), ("flush", False)}
     assert need <= cases, f"workload misses {need - cases}"
-    assert_same(cfg, gold, expected, res, unit, names)
+    run = run_rtl(cfg, keys, items, cmds, tmp_path)
+    # responses, accept and response cycles, host log, host memory (ciphertexts, tags), HBM state
+    assert compare_rtl(gold, run, expected) == []
+    assert run.responses == expected and len(run.host_log) == len(gold.host.log) > cfg.host_pages
     # same build, second run: the adversary flips a ciphertext byte of one page before command 6;
     # both halt with FATAL_INTEGRITY on the same command, then answer every command fail-closed
-    page = cfg.host_base + 2 * cfg.page_bytes
-    gold, expected, res, unit, names = run_unit(tmp_path, cfg, keys, items, cmds[:30], tamper={6: [(page + 9, 0x10)]},
-                                                tag="tamper")
+    tamper = {6: [(cfg.host_base + 2 * cfg.page_bytes + 9, 0x10)]}
+    gold, expected = golden_run(cfg, keys, items, cmds[:30], tamper)
     assert Status.FATAL_INTEGRITY in [e.status for e in expected] and expected[-1].status == Status.FATAL_INTEGRITY
-    assert_same(cfg, gold, expected, res, unit, names)
+    run = run_rtl(cfg, keys, items, cmds[:30], tmp_path, tamper=tamper, tag="tamper")
+    assert compare_rtl(gold, run, expected) == []
+    # the comparison can fail: a run compared with another run's golden model differs
+    other, other_exp = golden_run(cfg, keys, items, cmds[:30])
+    assert "host memory differs" in compare_rtl(other, run, other_exp)
+
+
+def test_client_verifies_itself_on_the_rtl(unit_build):
+    from celosia.omap import Client
+
+    extra = {k: v for k, v in UNIT_CFG.items() if k not in ("n", "value_bytes")}
+    c = Client(32, value_bytes=2, items=[(1, b"ab"), (2, b"cd")], seed=UNIT_SEED, **extra)
+    c.put(3, b"ef")
+    assert c.get(1) == b"ab" and c.delete(2) and c.get(2) is None
+    c.batch([(0, 3, None), (7, 0, None)])
+    assert c.verify_rtl(unit_build)["rtl_matches_golden"]

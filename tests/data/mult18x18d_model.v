@@ -1,7 +1,7 @@
 // Behavioural model of the Lattice ECP5 MULT18X18D, limited to the configuration
 // hw/linear.py instantiates: signed 18x18 (SIGNEDA = SIGNEDB = 1), input registers A and B
-// and the output register on CLK0 with CE0 = 1 and RST0 = 0, no pipeline register, no
-// cascade, no shift chain. Used only to simulate the ECP5 variant of the linear array.
+// and the output register on CLK0 enabled by CE0, RST0 = 0, no pipeline register, no
+// cascade, no shift chain. Used only to simulate the ECP5 variants of the linear array and of hw.pipeline products.
 // Written from the ECP5 sysDSP user guide's description of the block, not from vendor code.
 module MULT18X18D #(
     parameter REG_INPUTA_CLK = "NONE",
@@ -22,9 +22,11 @@ module MULT18X18D #(
     reg signed [17:0] a_r, b_r;
     reg signed [35:0] p_r;
     always @(posedge CLK0) begin
-        a_r <= a;
-        b_r <= b;
-        p_r <= a_r * b_r;
+        if (CE0) begin
+            a_r <= a;
+            b_r <= b;
+            p_r <= a_r * b_r;
+        end
     end
     assign {P35, P34, P33, P32, P31, P30, P29, P28, P27, P26, P25, P24, P23, P22, P21, P20, P19, P18,
             P17, P16, P15, P14, P13, P12, P11, P10, P9, P8, P7, P6, P5, P4, P3, P2, P1, P0} = p_r;
