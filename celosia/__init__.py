@@ -90,6 +90,14 @@ def prepare(model, board="ulx3s-85f", *, quant: str = "w8a16", batch: int = 1, c
 
     board = get_board(board)
     precision = Precision.parse(quant)
+    if precision.per_channel:
+        from celosia.errors import ScheduleError
+
+        raise ScheduleError(
+            f"precision '{quant}' uses per-channel weight formats, which the linear unit does not take yet",
+            hint="compile with a per-tensor preset (e.g. w8a16); per-channel graphs run in the golden simulator "
+            "(celosia.ir.pipeline.lower + celosia.sim.golden.run_int)",
+        )
     if isinstance(model, str) and not model.endswith(".onnx"):
         zoo = get_model(model)
         graph = zoo.build(batch)

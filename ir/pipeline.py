@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from celosia.ir.graph import Graph
-from celosia.ir.passes import canonicalize, fuse_epilogues, infer_shapes
+from celosia.ir.passes import canonicalize, fold_layout, fuse_epilogues, infer_shapes
 from celosia.ir.quantize import Precision, quantize
 from celosia.ir.verify import verify
 
@@ -20,6 +20,7 @@ __all__ = ["FLOAT_PASSES", "lower"]
 #: Passes on the float graph, in order. Quantization follows them.
 FLOAT_PASSES: list[tuple[str, Callable[[Graph], Graph]]] = [
     ("infer_shapes", infer_shapes),
+    ("fold_layout", fold_layout),
     ("canonicalize", canonicalize),
     ("fuse_epilogues", fuse_epilogues),
 ]

@@ -13,11 +13,12 @@ from celosia.ir import numerics as nx_
 from celosia.ir.graph import Graph
 from celosia.ir.attention import attention_scores_float, prob_format
 from celosia.ir.moe import moe_float
+from celosia.ir.perchannel import channel_fracs, quantize_rows
 from celosia.sim.golden import run_float
 
 __all__ = ["Precision", "quantize", "calibrate"]
 
-_PRESET = re.compile(r"^w(\d+)a(\d+)$")
+_PRESET = re.compile(r"^w(\d+)a(\d+)(-?pc)?$")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,11 @@ class Precision:
     rounding : Rounding
         Rounding of every requantization.
     overrides : dict of str to Fixed
-        Per-tensor formats that replace the calibrated choice.
+        Per-tensor formats that replace the calibrated choice (keys are tensor names;
+        ``"<attention>:scores"`` sets an Attention's score format).
+    per_channel : bool
+        One weight format per output channel of every Linear (:mod:`celosia.ir.perchannel`)
+        instead of one per tensor; preset suffix ``-pc`` (``w8a16-pc``).
     """
 
     weight_bits: int = 8
@@ -41,6 +46,7 @@ class Precision:
     acc_bits: int = 40
     rounding: nx_.Rounding = nx_.Rounding.HALF_EVEN
     overrides: Mapping[str, nx_.Fixed] = field(default_factory=dict)
+    per_channel: bool = False
 
     def __post_init__(self) -> None:
         for what, bits in (("weight", self.weight_bits), ("activation", self.act_bits)):
@@ -61,14 +67,15 @@ class Precision:
         if not m:
             raise UnknownNameError(
                 f"unknown precision preset '{preset}'",
-                hint="write it as w<weight bits>a<activation bits>, e.g. w8a16 or w16a16",
+                hint="write it as w<weight bits>a<activation bits>[-pc], e.g. w8a16, w16a16 or w8a16-pc "
+                "(per-channel weights)",
             )
-        return cls(weight_bits=int(m.group(1)), act_bits=int(m.group(2)))
+        return cls(weight_bits=int(m.group(1)), act_bits=int(m.group(2)), per_channel=bool(m.group(3)))
 
     @property
     def name(self) -> str:
         """The preset name, e.g. ``"w8a16"``."""
-        return f"w{self.weight_bits}a{self.act_bits}"
+        return f"w{self.weight_bits}a{self.act_bits}" + ("-pc" if self.per_channel else "")
 
 
 def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]]) -> dict[str, float]:
@@ -129,6 +136,12 @@ def quantize(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], precisio
             if role == "bias":
                 continue  # set with its Linear / MoE, which fixes the accumulator format
             bits = precision.weight_bits if role == "weight" else precision.act_bits
+            if fmt is None and role == "weight" and precision.per_channel and _linear_weight(out, op.name):
+                fracs = channel_fracs(op.attrs["value"], bits)
+                op.attrs["channel_frac"] = tuple(int(f) for f in fracs)
+                op.attrs["codes"] = quantize_rows(op.attrs["value"], bits, fracs, precision.rounding)
+                out.replace(op.evolve(type=op.type.with_fmt(nx_.Fixed(bits, int(fracs.min())))))
+                continue
             fmt = fmt or nx_.Fixed(bits, nx_.frac_for_range(ranges[op.name], bits))
             op.attrs["codes"] = nx_.quantize(op.attrs["value"], fmt, precision.rounding)
         elif op.kind == "Input" and _input_role(out, op.name) is not None:
@@ -212,9 +225,18 @@ def _moe_formats(graph: Graph, op, ranges, precision: Precision, act) -> nx_.Fix
     return act(op.name, op.attrs["prob_fmt"].frac + op.attrs["expert_fmt"].frac)
 
 
+def _linear_weight(graph: Graph, name: str) -> bool:
+    """True if every reader of ``name`` uses it as a Linear weight (per-channel applies)."""
+    users = [graph.op(u) for u in graph.consumers(name)]
+    return bool(users) and all(u.kind == "Linear" and u.inputs[1] == name and name not in u.inputs[2:] for u in users)
+
+
 def _linear_format(graph: Graph, op, ranges: dict[str, float], precision: Precision) -> nx_.Fixed:
     fx = graph.op(op.inputs[0]).type.fmt
-    fw = graph.op(op.inputs[1]).type.fmt
+    w = graph.op(op.inputs[1])
+    if "channel_frac" in w.attrs:
+        return _linear_format_per_channel(graph, op, ranges, precision, fx, w)
+    fw = w.type.fmt
     acc_frac = fx.frac + fw.frac
     acc_fmt = nx_.Fixed(precision.acc_bits, acc_frac)
     bias = graph.op(op.inputs[2])
@@ -236,4 +258,28 @@ def _linear_format(graph: Graph, op, ranges: dict[str, float], precision: Precis
                 hint=f"override the residual's format to at most {acc_frac} fractional bits",
             )
     frac = min(nx_.frac_for_range(ranges[op.name], precision.act_bits), acc_frac)
+    return nx_.Fixed(precision.act_bits, frac)
+
+
+def _linear_format_per_channel(graph: Graph, op, ranges, precision: Precision, fx: nx_.Fixed, w) -> nx_.Fixed:
+    acc_fracs = [fx.frac + f for f in w.attrs["channel_frac"]]
+    bias = graph.op(op.inputs[2])
+    values = np.asarray(bias.attrs["value"], dtype=np.float64)
+    for n, (v, f) in enumerate(zip(values, acc_fracs)):
+        if abs(v) > nx_.Fixed(precision.acc_bits, f).max_value:
+            raise QuantizationError(
+                f"Linear '{op.name}': bias '{bias.name}'[{n}] = {v:.4g} is beyond its channel's accumulator "
+                f"format {nx_.Fixed(precision.acc_bits, f)}",
+                hint="use wider accumulators or per-tensor weights",
+            )
+    bias.attrs["codes"] = quantize_rows(values.reshape(-1, 1), precision.acc_bits, acc_fracs,
+                                        precision.rounding).reshape(-1)
+    bias.attrs["channel_frac"] = tuple(acc_fracs)
+    graph.replace(bias.evolve(type=bias.type.with_fmt(nx_.Fixed(precision.acc_bits, min(acc_fracs)))))
+    if len(op.inputs) == 4 and graph.op(op.inputs[3]).type.fmt.frac > min(acc_fracs):
+        raise QuantizationError(
+            f"Linear '{op.name}': residual '{op.inputs[3]}' is finer than the accumulator (frac {min(acc_fracs)})",
+            hint=f"override the residual's format to at most {min(acc_fracs)} fractional bits",
+        )
+    frac = min(nx_.frac_for_range(ranges[op.name], precision.act_bits), min(acc_fracs))
     return nx_.Fixed(precision.act_bits, frac)

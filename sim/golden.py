@@ -18,6 +18,7 @@ from celosia.ir.elementwise import embedding_float, embedding_int, matmul_int, m
 from celosia.ir.gelu import gelu_int
 from celosia.ir.layout import concat_int, layout_apply
 from celosia.ir.moe import moe_float, moe_int
+from celosia.ir.perchannel import linear_int_per_channel
 from celosia.ir.silu import silu_float, silu_int
 from celosia.ir.norm import layernorm_int, rmsnorm_int
 from celosia.ir.softmax import softmax_int
@@ -157,11 +158,30 @@ def run_int(graph: Graph, inputs: Mapping[str, np.ndarray], *, keep_all: bool = 
     return env if keep_all else {op.name: env[op.name] for op in graph.outputs}
 
 
+def _linear_per_channel(graph: Graph, op: Op, args: list[np.ndarray]) -> np.ndarray:
+    """A Linear whose weight has per-output-channel formats (see celosia.ir.perchannel)."""
+    fx = graph.op(op.inputs[0]).type.fmt
+    acc = np.array([fx.frac + f for f in graph.op(op.inputs[1]).attrs["channel_frac"]])
+    fmt = op.type.fmt
+    res = res_shifts = None
+    if len(args) == 4:
+        res = args[3].reshape(-1, op.type.shape[-1])
+        res_shifts = acc - graph.op(op.inputs[3]).type.fmt.frac
+    y = linear_int_per_channel(
+        args[0].reshape(-1, args[0].shape[-1]), args[1].T, args[2], fmt, acc - fmt.frac,
+        nx_.Rounding(op.attrs.get("rounding", nx_.Rounding.HALF_EVEN)), op.attrs.get("activation") == "relu",
+        res, res_shifts,
+    )
+    return y.reshape(op.type.shape)
+
+
 def _int_op(graph: Graph, op: Op, args: list[np.ndarray]) -> np.ndarray:
     kind = op.kind
     fmt = op.type.fmt
     if kind == "Const":
         return np.asarray(op.attrs["codes"], dtype=np.int64)
+    if kind == "Linear" and "channel_frac" in graph.op(op.inputs[1]).attrs:
+        return _linear_per_channel(graph, op, args)
     if kind == "Linear":
         p = linear_params(graph, op)
         n = op.type.shape[-1]
