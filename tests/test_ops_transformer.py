@@ -161,3 +161,30 @@ def test_rounding_is_half_even_in_mul():
     assert nx_.requantize(np.array([3]), 2, f)[0] == 2
     from celosia.ir.elementwise import mul_int
     assert mul_int(np.array([3]), np.array([1]), Fixed(8, 1), Fixed(8, 1), f)[0] == 2
+
+
+def test_attention_key_padding_mask_through_the_pipeline():
+    rng = np.random.default_rng(5)
+    b = GraphBuilder("masked")
+    x = b.input("x", (2, 5, 8))
+    m = b.input("keep", (2, 5))
+    q = b.linear(x, rng.normal(size=(8, 8)) / 3, name="q")
+    b.output(b.attention(q, x, x, heads=2, mask=m, name="att"), "y")
+    graph = b.build()
+    keep = np.ones((2, 5))
+    keep[1, 3:] = 0
+    feed = {"x": rng.normal(size=(2, 5, 8)), "keep": keep}
+    ref = run_float(graph, feed)["y"]
+    # masked keys do not influence the output: moving their keys/values changes nothing
+    moved = feed["x"][1:].copy()
+    moved[0, 3:] += 5.0
+    qv = feed["x"][1:] @ graph.op("q.weight").attrs["value"].T
+    attrs = {"heads": 2, "kv_heads": 2}
+    np.testing.assert_allclose(attention_float(qv, moved, moved, keep[1:], attrs),
+                               attention_float(qv, feed["x"][1:], feed["x"][1:], keep[1:], attrs), rtol=1e-12)
+    np.testing.assert_allclose(attention_float(qv, feed["x"][1:], feed["x"][1:], keep[1:], attrs), ref[1:], rtol=1e-12)
+    assert not np.allclose(attention_float(qv, moved, moved, None, attrs), ref[1:])
+    qg = lower(graph, [feed], Precision.parse("w16a16"))
+    assert qg.op("keep").type.fmt == Fixed(2, 0)
+    yq = dequantize(run_int(qg, feed)["y"], qg.op("y").type.fmt)
+    assert np.abs(yq - ref).max() < 5e-3

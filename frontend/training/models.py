@@ -75,7 +75,8 @@ class MoEMLP(nn.Module):
         probs = torch.softmax(self.gate(x), dim=-1)
         top, idx = probs.topk(self.top_k, dim=-1)
         weights = torch.zeros_like(probs).scatter(-1, idx, top)
-        self.last_gates = probs
+        if self.training:  # for the importance loss; not part of the exported inference graph
+            self.last_gates = probs
         outs = torch.stack([e(x) for e in self.experts], dim=-1)
         return (outs * weights.unsqueeze(-2)).sum(-1)
 
