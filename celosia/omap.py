@@ -1,10 +1,11 @@
-"""Oblivious map (BOLT-style): a host API and the generation entry point of ``celosia omap``.
+"""Oblivious map (BOLT-style): host API, RTL simulation and the ``celosia omap`` entry point.
 
-:class:`Client` drives the unit in simulation with get / put / delete / batch. Today the
-only backend is the cycle-level golden model (:mod:`celosia.sim.omap`); the RTL unit is
-not generated yet (see docs/omap.md), so :func:`generate` writes the validated unit
-configuration and its report (sizes, page layout, schedule, bounds, a measured
-self-check run) but no Verilog.
+:class:`Client` drives the unit with get / put / delete / batch on the cycle-level golden model
+(:mod:`celosia.sim.omap`) and can replay everything it did on the generated RTL
+(:class:`celosia.hw.omap.OmapUnit`) on Verilator, checking responses, cycles, the host
+transaction log, host memory and the HBM-side state (:meth:`Client.verify_rtl`,
+:func:`run_rtl`). :func:`generate` validates a configuration and writes the Verilog (when the
+RTL supports the size) and a report.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 
 from celosia.errors import CelosiaError, OutputExistsError, SimulationError
 from celosia.sim.omap import OmapConfig, OmapModel, Op, Response, Status
+from celosia.sim.omap_crypto import OmapKeys, derive_keys
 
-__all__ = ["Client", "OmapStatusError", "generate"]
+__all__ = ["Client", "OmapStatusError", "generate", "run_rtl", "RtlRun", "encode_command", "compare_rtl",
+           "golden_state"]
 
 
 class OmapStatusError(CelosiaError):
@@ -40,7 +43,8 @@ class Client:
     seed : int
         Key-derivation seed of the simulated unit.
     backend : str
-        ``"golden"`` (the only one available: the RTL is not generated yet).
+        ``"golden"``: commands run on the cycle-level golden model; :meth:`verify_rtl` replays
+        them on the RTL.
     **config
         Further :class:`~celosia.sim.omap.OmapConfig` parameters (``c``, ``p_cap``, ``key_bits``, ...).
 
@@ -55,16 +59,23 @@ class Client:
                  backend: str = "golden", **config):
         if backend != "golden":
             raise CelosiaError(f"unknown oblivious-map backend {backend!r}",
-                               hint="only 'golden' exists: the RTL unit is not generated yet")
+                               hint="use 'golden' and check the RTL with verify_rtl()")
         self.config = OmapConfig(n=capacity, value_bytes=value_bytes, alpha=alpha, **config)
+        self.seed = seed
+        self.items = list(items)
+        self.history: list = []
         self.model = OmapModel(self.config, seed=seed)
-        status = self.model.initialise(items)
+        status = self.model.initialise(self.items)
         if status != Status.OK:
             raise OmapStatusError(f"initialisation failed with {status.name}",
                                   hint="raise hbm_items / queue_items")
 
+    def _exec(self, cmd) -> Response:
+        self.history.append(cmd)
+        return self.model.execute(cmd)
+
     def _run(self, cmd) -> Response:
-        resp = self.model.execute(cmd)
+        resp = self._exec(cmd)
         if resp.status in (Status.OK, Status.NOT_FOUND):
             return resp
         hints = {
@@ -90,7 +101,26 @@ class Client:
 
     def batch(self, commands) -> list[Response]:
         """Run ``(op, key, value)`` commands back to back; raw responses, no exceptions for statuses."""
-        return [self.model.execute(cmd) for cmd in commands]
+        return [self._exec(cmd) for cmd in commands]
+
+    def verify_rtl(self, build_dir) -> dict:
+        """Replay the initial items and every command so far on the generated RTL (Verilator)
+        and check responses, cycles, host log, host memory and HBM state against the model.
+
+        Raises
+        ------
+        SimulationError
+            On any difference. Returns a summary dict otherwise.
+        """
+        gold = OmapModel(self.config, seed=self.seed)
+        gold.initialise(self.items)
+        responses = [gold.execute(c) for c in self.history]
+        run = run_rtl(self.config, gold.keys, self.items, self.history, build_dir)
+        diffs = compare_rtl(gold, run, responses)
+        if diffs:
+            raise SimulationError(f"RTL differs from the golden model: {'; '.join(diffs)}", hint=f"see {build_dir}")
+        return {"commands": len(self.history), "host_transactions": len(run.host_log),
+                "cycles": gold.cycle, "rtl_matches_golden": True}
 
     @property
     def cycles(self) -> int:
@@ -101,6 +131,179 @@ class Client:
     def host_log(self):
         """Every host-memory transaction so far: (cycle, R/W, address, length)."""
         return list(self.model.host.log)
+
+
+def encode_command(cmd, cfg: OmapConfig) -> int:
+    """A Python command ``(op, key, value)`` as the unit's command beat
+    (op | key_len | key | value_len | value, LSB first); malformed commands get op 0xFF."""
+    V, kb = cfg.value_bytes, cfg.key_bytes
+    try:
+        op, key, value = cmd
+    except (TypeError, ValueError):
+        op, key, value = 0xFF, 0, None
+    op = op if isinstance(op, int) and not isinstance(op, bool) and 0 <= op < 255 else 0xFF
+    if isinstance(key, (bytes, bytearray)):
+        klen, kv = min(len(key), 255), int.from_bytes(key, "little") if len(key) <= 8 else 0
+    elif isinstance(key, int) and not isinstance(key, bool) and 0 <= key < 2**64:
+        klen, kv = kb, key
+    else:
+        klen, kv = 0xFF, 0
+    if value is None or value == b"":
+        vlen, vv = 0, 0
+    elif isinstance(value, (bytes, bytearray)):
+        vlen, vv = min(len(value), 255), int.from_bytes(value, "little") if len(value) <= V else 0
+    else:
+        vlen, vv = 0xFF, 0
+    return op | klen << 8 | kv << 16 | vlen << 80 | vv << 88
+
+
+def _init_beats(items, cfg: OmapConfig) -> list[int]:
+    beats = []
+    for k, v in items:
+        k = int.from_bytes(k, "little") if isinstance(k, (bytes, bytearray)) else k
+        beats.append(3 | cfg.key_bytes << 8 | k << 16 | cfg.value_bytes << 80 | int.from_bytes(v, "little") << 88)
+    if len(beats) > cfg.n:
+        raise SimulationError(f"{len(beats)} initial items for capacity N={cfg.n}")
+    return beats + [4] * (cfg.n - len(beats))
+
+
+class RtlRun:
+    """What the RTL did: responses, accept/response cycles, host log, host memory, HBM state.
+
+    Attributes
+    ----------
+    responses : list of Response
+    accepts : list of int
+        Cycle each command was accepted (relative to the first initialisation beat).
+    response_cycles : list of int
+    host_log : list of tuple
+        ``(cycle, "R"/"W", address, length)``.
+    host_mem : bytes
+    state : dict
+        The logical HBM-side state (index, HBM values, queues, loads, versions, counters).
+    late : bool
+        The RTL missed a window of the schedule (never expected).
+    """
+
+    def __init__(self, cfg, raw: dict, unit, names):
+        self.cfg = cfg
+        self.responses = [Response(Status(x & 0xFF), (x >> 8).to_bytes(cfg.value_bytes, "little"))
+                          for _, x in raw["responses"]]
+        self.response_cycles = [c for c, _ in raw["responses"]]
+        self.accepts = raw["accepts"][cfg.n:]
+        self.host_log = [tuple(t) for t in raw["host_log"]]
+        self.host_mem = bytes.fromhex(raw["host_mem"])
+        self.late = bool(raw["late"])
+        self.state = _rtl_state(raw, unit, names, cfg)
+
+
+def _fields(word: int, layout) -> dict:
+    out, o = {}, 0
+    for name, w in layout:
+        out[name] = (word >> o) & ((1 << w) - 1)
+        o += w
+    return out
+
+
+def _rtl_state(raw, unit, names, cfg) -> dict:
+    dump = {nm: raw["dumps"][str(k)] for k, nm in enumerate(names)}
+    f = unit.fields()
+    null = 1 << unit.pw
+    index = {}
+    for a, wv in enumerate(dump["index"]):
+        x = _fields(wv, f["entry"])
+        if x["valid"]:
+            index[x["key"]] = (x["d1"], x["d2"], x["bin"], a // cfg.bucket_width)
+    items = [_fields(wv, f["item"]) for wv in dump["item"]]
+    hbm = {x["key"]: x["val"].to_bytes(cfg.value_bytes, "little") for x in items
+           if x["valid"] and x["bin"] < cfg.hbm_bins}
+    queues = {}
+    for mm in range(cfg.host_pages):
+        q, h = [], dump["qhead"][mm]
+        while not h & null and len(q) <= unit.pool_depth:
+            q.append((items[h]["key"], items[h]["val"].to_bytes(cfg.value_bytes, "little")))
+            h = dump["next"][h]
+        if q:
+            queues[cfg.hbm_bins + mm] = q
+    c = dump["counters"][0]
+    return {"index": index, "hbm": hbm, "queues": queues, "loads": dump["loads"], "versions": dump["versions"],
+            "count": c & 0xFFFFFFFF, "queued": (c >> 32) & 0xFFFFFFFF, "hbm_count": c >> 64}
+
+
+def golden_state(model: OmapModel) -> dict:
+    """The golden model's HBM-side state in the form of :attr:`RtlRun.state`."""
+    return {"index": {k: (e.d1, e.d2, e.bin, e.bucket) for k, e in model.index.items()},
+            "hbm": dict(model.hbm_store), "queues": {b: list(q) for b, q in model.queues.items() if q},
+            "loads": list(model.loads), "versions": list(model.versions), "count": len(model.index),
+            "queued": model.queued, "hbm_count": len(model.hbm_store)}
+
+
+def run_rtl(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, tamper=None, tag: str = "run",
+            max_cycles: int | None = None) -> RtlRun:
+    """Simulate the generated unit on Verilator (cocotb): initialise with ``items``, run ``cmds``.
+
+    Parameters
+    ----------
+    cfg, keys
+        The unit (keys are elaboration-time constants).
+    items : list of (int, bytes)
+        Initial contents (the initialisation pass).
+    cmds : list
+        Commands ``(op, key, value)`` (malformed ones included), back to back.
+    build_dir : path
+        Verilator build folder; a second call with the same unit reuses the build.
+    tamper : dict, optional
+        ``{command index: [(host address, xor mask)]}``: the adversary's edits of host memory,
+        applied just before that command is accepted.
+    """
+    import json
+    from pathlib import Path
+
+    from celosia.hw.omap import OmapUnit
+    from celosia.sim.cocotb_runner import run_cocotb
+
+    build_dir = Path(build_dir)
+    tamper = tamper or {}
+    unit = OmapUnit(cfg, keys)
+    names = ["index", "item", "loads", "versions", "qhead", "qtail", "next", "prev", "counters"]
+    depth = {"index": cfg.buckets * cfg.bucket_width, "item": unit.pool_depth, "loads": cfg.bins,
+             "versions": cfg.host_pages, "qhead": cfg.host_pages, "qtail": cfg.host_pages,
+             "next": unit.pool_depth, "prev": unit.pool_depth, "counters": 1}
+    s = cfg.schedule
+    if max_cycles is None:
+        max_cycles = cfg.n * s.ingest + cfg.host_pages * s.init_page + (len(cmds) + 2) * s.latency + 1000
+    out = build_dir / f"unit_result_{tag}.json"
+    params = {"unit": {
+        "cmds": _init_beats(items, cfg) + [encode_command(c, cfg) for c in cmds],
+        "host_latency": cfg.timing.host_latency, "page_bytes": cfg.page_bytes,
+        "host_bytes": cfg.host_base + cfg.host_bytes, "n_resp": len(cmds), "max_cycles": max_cycles,
+        "out": str(out), "dump": [[k, depth[nm]] for k, nm in enumerate(names)],
+        "tamper": {str(cfg.n + k): v for k, v in tamper.items()},
+    }}
+    run_cocotb(unit, "omap_unit_top", "omap_tb", build_dir, testcase="unit_trace", params=params)
+    return RtlRun(cfg, json.loads(out.read_text()), unit, names)
+
+
+def compare_rtl(model: OmapModel, run: RtlRun, responses) -> list[str]:
+    """Differences between a golden-model run and an RTL run of the same commands (empty if none)."""
+    cfg, s = model.cfg, model.cfg.schedule
+    diffs = []
+    if run.late:
+        diffs.append("the RTL missed a window of the schedule")
+    if run.responses != list(responses):
+        diffs.append("responses differ")
+    if run.accepts != [q.start for q in model.queries]:
+        diffs.append("command accept cycles differ")
+    exp_rc = [q.start + (s.respond if q.cycles == s.latency else q.cycles - 1) for q in model.queries]
+    if run.response_cycles != exp_rc:
+        diffs.append("response cycles differ")
+    if run.host_log != [tuple(t) for t in model.host.log]:
+        diffs.append("host transaction logs differ")
+    if run.host_mem != bytes(model.host.data):
+        diffs.append("host memory differs")
+    if run.state != golden_state(model):
+        diffs.append("HBM-side state differs")
+    return diffs
 
 
 def _self_check(cfg: OmapConfig, queries: int, seed: int = 1) -> dict:

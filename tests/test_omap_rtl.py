@@ -1,10 +1,13 @@
 # amaranth: UnusedElaboratable=no
-"""The oblivious map's on-chip crypto on Verilator through cocotb, bit for bit against the
-pure-Python reference (:mod:`celosia.sim.omap_crypto`), with random valid gaps and backpressure.
+"""The oblivious map RTL on Verilator through cocotb.
 
-Only the crypto cores exist as RTL so far (ChaCha20 block, SipHash-2-4, the CSPRNG pair
-sampler); the unit's top level is not generated yet (see docs/omap.md), so spec tier 1
-(whole-unit RTL vs golden) is not covered here.
+* The on-chip crypto cores (ChaCha20 block, SipHash-2-4, the CSPRNG pair sampler) bit for bit
+  against the pure-Python reference (:mod:`celosia.sim.omap_crypto`), with random valid gaps
+  and backpressure.
+* Spec tier 1: the whole unit (:class:`celosia.hw.omap.OmapUnit`) against the golden model on
+  the same seed, initial items and commands: identical responses, accept and response cycles,
+  host transaction log (initialisation included), host memory (ciphertexts and tags) and final
+  HBM-side state; then a tampered page halts both on the same command.
 """
 
 from __future__ import annotations
