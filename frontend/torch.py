@@ -10,7 +10,8 @@ ATen                                IR
 linear, conv2d (stride = kernel,    Linear (a patch embedding is Reshape/Transpose + Linear)
 no padding, groups 1)
 matmul, bmm, mm                     MatMul
-scaled_dot_product_attention        Attention (GQA via ``enable_gqa``, ``is_causal``, scale);
+scaled_dot_product_attention        Attention (GQA via ``enable_gqa``, ``is_causal``, scale,
+                                    a boolean key-padding ``attn_mask`` such as ``keep[:, None, None, :]``);
 (nn.MultiheadAttention decomposes   q/k/v coming from ``view + transpose`` of a projection
 into it)                            use the packed (B, T, H·E) form
 softmax (last dim), gelu (erf /     Softmax, GELU (``approximate`` kept: the two forms are
@@ -20,7 +21,8 @@ add, sub, mul, div (by constants)   Add (constants broadcast at import), Mul
 embedding                           Embedding
 view/reshape/permute/transpose/     Reshape, Transpose, Slice, Concat; chains are composed and
 flatten/unflatten/(un)squeeze/      no-ops removed (:func:`celosia.ir.passes.fold_layout`)
-select/slice/split/cat/expand
+select/slice/split/unbind/cat/
+stack/expand
 dropout, clone, alias, contiguous   removed
 softmax -> topk -> scatter ->       MoE (V-MoE routing: softmax gate, top-k probabilities
 weighted sum of stacked experts     not renormalised, experts Linear-act-Linear)
@@ -51,7 +53,7 @@ __all__ = ["load", "check", "SUPPORTED_ATEN"]
 
 _IDENTITY = {"alias", "clone", "contiguous", "detach", "dropout", "lift_fresh_copy", "_assert_tensor_metadata"}
 _LAYOUT = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "unsqueeze", "squeeze", "expand",
-           "transpose", "permute", "t", "select", "slice", "cat", "split", "split_with_sizes", "stack"}
+           "transpose", "permute", "t", "select", "slice", "cat", "split", "split_with_sizes", "stack", "unbind"}
 _COMPUTE = {"linear", "conv2d", "convolution", "matmul", "bmm", "mm", "scaled_dot_product_attention", "softmax",
             "_softmax", "gelu", "relu", "silu", "layer_norm", "rms_norm", "add", "sub", "mul", "div", "embedding",
             "topk", "zeros_like", "scatter", "sum"}
@@ -270,6 +272,14 @@ class _Importer:
         s = self.b.slice(x, dim, index, index + 1, name=f"{node.name}.slice")
         return self.b.reshape(s, self.shape(node), name=node.name)
 
+    def _unbind(self, node, x, dim=0):
+        dim = dim % len(x.shape)
+        shape = x.shape[:dim] + x.shape[dim + 1:]
+        return tuple(
+            self.b.reshape(self.b.slice(x, dim, i, i + 1, name=f"{node.name}.{i}.slice"), shape, name=f"{node.name}.{i}")
+            for i in range(x.shape[dim])
+        )
+
     def _slice(self, node, x, dim=0, start=None, end=None, step=1, *_):
         dim = dim % len(x.shape)
         n = x.shape[dim]
@@ -341,19 +351,33 @@ class _Importer:
 
     def _scaled_dot_product_attention(self, node, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
                                       scale=None, enable_gqa=False):
-        if attn_mask is not None:
-            raise _Unmapped("attn_mask is not supported; use is_causal (key-padding masks: the IR Attention op)")
+        mask = self._key_padding(node, attn_mask, q, k) if attn_mask is not None else None
         if dropout_p:
             raise _Unmapped("attention dropout must be 0 (export the model in eval mode)")
         packed = [self._packed(t) for t in (q, k, v)]
         if all(p is not None for p in packed):
             (qs, hq), (ks, hk), (vs, _) = packed
             y = self.b.attention(qs, ks, vs, heads=hq, kv_heads=hk, causal=bool(is_causal), scale=scale,
-                                 name=node.name)
+                                 mask=mask, name=node.name)
             bsz, t, d = y.shape
             y = self.b.reshape(y, (bsz, t, hq, d // hq), name=f"{node.name}.heads")
             return self.b.transpose(y, (0, 2, 1, 3), name=f"{node.name}.bhte")
-        return self.b.attention(q, k, v, causal=bool(is_causal), scale=scale, name=node.name)
+        return self.b.attention(q, k, v, causal=bool(is_causal), scale=scale, mask=mask, name=node.name)
+
+    def _key_padding(self, node, mask, q, k) -> Tensor:
+        """The (B, Tk) tensor behind a boolean ``attn_mask`` that only masks keys (True = attend)."""
+        hint = "attn_mask is supported as a boolean key-padding mask, e.g. keep[:, None, None, :] (True = attend)"
+        val = node.args[3].meta.get("val") if len(node.args) > 3 else node.kwargs["attn_mask"].meta.get("val")
+        if not isinstance(mask, Tensor) or str(getattr(val, "dtype", "")) != "torch.bool":
+            raise _Unmapped(hint)
+        g = self.b._graph
+        op = g.op(mask.name)
+        while op.kind == "Reshape":
+            op = g.op(op.inputs[0])
+        bsz, tk = q.shape[0], k.shape[-2]
+        if tuple(op.type.shape) != (bsz, tk) or tuple(mask.shape) not in ((bsz, 1, 1, tk), (bsz, 1, tk)):
+            raise _Unmapped(hint)
+        return Tensor(op.name, op.type.shape)
 
     def _packed(self, t: Tensor):
         """``(x, heads)`` if ``t`` is ``x (B, T, H·E)`` viewed as (B, T, H, E) and transposed to (B, H, T, E)."""

@@ -148,3 +148,27 @@ def test_dynamic_shapes_are_refused():
     ep = torch.export.export(model, (torch.randn(4, 4),), dynamic_shapes=({0: batch},))
     with pytest.raises(GraphError, match="dynamic shape"):
         load(ep, ())
+
+
+class _Padded(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv = torch.nn.Linear(8, 24)
+
+    def forward(self, x, keep):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
+        return y.transpose(1, 2).reshape(b, t, 8)
+
+
+def test_sdpa_boolean_key_padding_mask():
+    torch.manual_seed(2)
+    model = _Padded().eval().double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    keep = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    g = load(model, (x, keep))
+    att = g.ops("Attention")[0]
+    assert len(att.inputs) == 4 and g.op(att.inputs[3]).kind == "Input"
+    feed = {"x": x.numpy(), "keep": keep.numpy().astype(float)}
+    _close(run_float(g, feed)["output"], model(x, keep).detach().numpy())
