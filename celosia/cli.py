@@ -142,7 +142,8 @@ def _cmd_omap(args) -> int:
     t.add_row("host blocks per query", f"{c['blocks_per_query_expected']:.1f} expected, {c['blocks_per_query_worst']} worst")
     t.add_row("latency per query", f"{c['schedule']['latency']} cycles = {c['latency_us']:.2f} us at {c['clock_mhz']:g} MHz")
     t.add_row("HBM footprint", f"{c['hbm_footprint']['total']} bytes")
-    t.add_row("RTL", "not generated (golden model only)")
+    rtl = report["rtl"]
+    t.add_row("RTL", f"{report['files']['verilog']} (top {rtl['top']})" if rtl else report["rtl_note"])
     out.print(t)
     out.print(f"report: {args.output}/report.json")
     return 0
@@ -175,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--batch", type=int, default=1, help="rows per inference (zoo models)")
     k.add_argument("--json", action="store_true", help="print the report as JSON")
     k.set_defaults(run=_cmd_check)
-    o = sub.add_parser("omap", help="oblivious-map unit: validate a configuration, write its report")
+    o = sub.add_parser("omap", help="oblivious-map unit: Verilog and report for a configuration")
     o.add_argument("--capacity", type=int, required=True, help="N, the most items held (multiple of c=8)")
     o.add_argument("--value-bytes", type=int, required=True, help="value length in bytes")
     o.add_argument("--alpha", type=float, default=0.2, help="fraction of bins kept in HBM")

@@ -331,8 +331,30 @@ def _self_check(cfg: OmapConfig, queries: int, seed: int = 1) -> dict:
     }
 
 
+def _write_rtl(cfg: OmapConfig, seed: int, folder, say):
+    """Write the unit's Verilog if the RTL supports this size; (rtl info or None, note)."""
+    from celosia.errors import HardwareGenerationError
+    from celosia.hw.omap import OmapUnit
+    from celosia.hw.verilog import to_verilog
+
+    try:
+        unit = OmapUnit(cfg, derive_keys(seed))
+    except HardwareGenerationError as exc:
+        return None, f"no Verilog: {exc.message}"
+    say("writing the Verilog")
+    (folder / "omap_unit.v").write_text(to_verilog(unit, "omap_unit"))
+    s = cfg.schedule
+    return ({"verilog": "omap_unit.v", "top": "omap_unit", "key_seed": seed,
+             "ports": {"cmd": unit.cmd_w, "resp": 8 + 8 * cfg.value_bytes, "host_req": 97 + unit.page_bits,
+                       "host_rdata": unit.page_bits},
+             "latency_cycles": s.latency, "init_cycles": cfg.n * s.ingest + cfg.host_pages * s.init_page + 1},
+            "HBM regions are on-chip memories and the host port is a page-wide request/response port "
+            "(AXI4 wrapping not generated); keys are elaboration-time constants derived from key_seed "
+            "(evaluation only)")
+
+
 def generate(capacity: int, value_bytes: int, output, *, alpha: float = 0.2, force: bool = False,
-             check_queries: int = 200, progress=None, **config) -> dict:
+             check_queries: int = 200, seed: int = 0, progress=None, **config) -> dict:
     """Validate an oblivious-map configuration and write its report to ``output``.
 
     Parameters
@@ -346,6 +368,9 @@ def generate(capacity: int, value_bytes: int, output, *, alpha: float = 0.2, for
         Replace an existing folder.
     check_queries : int
         Commands of the golden-model self-check whose trace figures go into the report.
+    seed : int
+        Derives the unit's keys, which the RTL holds as elaboration-time constants (a
+        key-provisioning port is not generated yet): evaluation only.
 
     Returns
     -------
@@ -371,11 +396,11 @@ def generate(capacity: int, value_bytes: int, output, *, alpha: float = 0.2, for
                        "page_mac": "SipHash-2-4 over page id || version || ciphertext",
                        "csprng": "ChaCha20 keystream, u32 LE words, rejection-sampled uniform(n)",
                        "index_hash": "SipHash-2-4 of the key under the index key"},
-            "rtl": None,
-            "rtl_note": "RTL generation of the oblivious-map unit is not implemented yet; the golden model "
-                        "(celosia.sim.omap) is the cycle-level reference the RTL must match",
             "files": {"config": "config.json", "report": "report.json"},
         }
+        report["rtl"], report["rtl_note"] = _write_rtl(cfg, seed, staging, say)
+        if report["rtl"]:
+            report["files"]["verilog"] = report["rtl"]["verilog"]
         (staging / "config.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         (staging / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     except BaseException:

@@ -320,11 +320,12 @@ def test_generate_and_cli(tmp_path, capsys):
     from celosia.cli import main
 
     out = tmp_path / "unit"
-    assert main(["omap", "--capacity", "1024", "--value-bytes", "8", "-o", str(out)]) == 0
+    assert main(["omap", "--capacity", "256", "--value-bytes", "8", "-o", str(out)]) == 0
     rep = json.loads((out / "report.json").read_text())
-    assert rep["config"]["p_cap"] == 13 and rep["self_check"]["blocks_per_query_max"] <= 52
+    assert rep["config"]["p_cap"] == 12 and rep["self_check"]["blocks_per_query_max"] <= 48
     assert rep["self_check"]["cycles_per_query"] == [rep["config"]["schedule"]["latency"]]
-    assert main(["omap", "--capacity", "1024", "--value-bytes", "8", "-o", str(out)]) == 2
+    assert rep["rtl"]["top"] == "omap_unit" and "module omap_unit" in (out / "omap_unit.v").read_text()
+    assert main(["omap", "--capacity", "256", "--value-bytes", "8", "-o", str(out)]) == 2
     bad = tmp_path / "bad"
     assert main(["omap", "--capacity", "1020", "--value-bytes", "8", "--alpha", "0.2", "-o", str(bad)]) == 2
     assert "N=1020" in " ".join(capsys.readouterr().err.split())
