@@ -1,6 +1,9 @@
 # amaranth: UnusedElaboratable=no
 """GELU and the ExpNeg / Reciprocal / Rsqrt primitives on Verilator through cocotb.
 
+The ``*_ecp5`` cases build the units as for ECP5 (every product in MULT18X18D blocks with their
+own registers and clock enable) and simulate them with a behavioural model of the block.
+
 Each unit runs ``tests/cocotb/stream_unit_tb.py``: a no-gap phase (one beat per cycle, the
 documented latency) and a phase with random valid gaps and random / bursty backpressure. Inputs
 are random codes plus edge cases; the expected outputs come from the golden models
@@ -66,10 +69,28 @@ def _random(fmt: Fixed, rng: np.random.Generator, n: int) -> np.ndarray:
 TB_TESTS = ["no_gap_throughput", "random_gaps_backpressure"]
 
 
+class _Ecp5Target:
+    """Just enough of a platform for the generators to pick the ECP5 DSP blocks."""
+
+    family = "ecp5"
+
+
+def _ecp5_verilog(dut, top: str) -> str:
+    """``dut`` as built for ECP5 (MULT18X18D blocks with their own registers) plus a behavioural
+    model of the block (tests/data/mult18x18d_model.v)."""
+    from pathlib import Path
+
+    from amaranth.back import verilog
+
+    text = verilog.convert(dut, name=top, platform=_Ecp5Target())
+    assert "MULT18X18D #(" in text
+    return text + "\n" + (Path(__file__).parent / "data" / "mult18x18d_model.v").read_text()
+
+
 def _run(dut, top, in_port, out_port, inputs, expected, lane_bits, out_signed, tmp_path, seed,
-         latency=None):
+         latency=None, ecp5=False):
     result = run_cocotb(
-        dut, top, "stream_unit_tb", tmp_path,
+        _ecp5_verilog(dut, top) if ecp5 else dut, top, "stream_unit_tb", tmp_path,
         params={"in_port": in_port, "out_port": out_port, "inputs": inputs,
                 "expected": expected, "latency": dut.latency if latency is None else latency,
                 "lane_bits": lane_bits, "out_signed": out_signed, "seed": seed},
@@ -78,15 +99,16 @@ def _run(dut, top, in_port, out_port, inputs, expected, lane_bits, out_signed, t
     return result
 
 
-GELU_CASES = [  # (in, out, lanes)
-    (S(16, 13), S(16, 13), 1),
-    (S(16, 12), S(16, 12), 2),
+GELU_CASES = [  # (in, out, lanes, ECP5 DSP blocks)
+    (S(16, 13), S(16, 13), 1, False),
+    (S(16, 12), S(16, 12), 2, False),
+    (S(32, 22), S(32, 22), 1, True),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fi,fo,lanes", GELU_CASES, ids=lambda v: str(v))
-def test_gelu_cocotb(fi, fo, lanes, tmp_path):
+@pytest.mark.parametrize("fi,fo,lanes,ecp5", GELU_CASES, ids=lambda v: str(v))
+def test_gelu_cocotb(fi, fo, lanes, ecp5, tmp_path):
     rng = np.random.default_rng(7 + lanes)
     dut = Gelu(fi, fo, lanes=lanes)
     # Edges: extremes, zero, ±1 ulp, and both sides of every few segment boundaries.
@@ -98,30 +120,32 @@ def test_gelu_cocotb(fi, fo, lanes, tmp_path):
     codes = codes[: len(codes) - len(codes) % lanes]
     out = gelu_int(codes, fi, fo, dut.table)
     _run(dut, "gelu_top", "i", "o", _pack(codes, fi.bits, lanes), _pack(out, fo.bits, lanes),
-         fo.bits, True, tmp_path, seed=lanes)
+         fo.bits, True, tmp_path, seed=lanes, ecp5=ecp5)
 
 
-PRIM_CASES = [  # (name, class, golden, in, out)
-    ("exp_neg", ExpNeg, approx.exp_neg_int, S(24, 16), U(24, 22)),
-    ("reciprocal", Reciprocal, approx.reciprocal_int, U(24, 12), U(24, 16)),
-    ("rsqrt", Rsqrt, approx.rsqrt_int, U(24, 12), U(24, 16)),
-    ("reciprocal_signed", Reciprocal, approx.reciprocal_int, S(16, 10), S(16, 10)),
+PRIM_CASES = [  # (name, class, golden, in, out, ECP5 DSP blocks)
+    ("exp_neg", ExpNeg, approx.exp_neg_int, S(24, 16), U(24, 22), False),
+    ("reciprocal", Reciprocal, approx.reciprocal_int, U(24, 12), U(24, 16), False),
+    ("rsqrt", Rsqrt, approx.rsqrt_int, U(24, 12), U(24, 16), False),
+    ("reciprocal_signed", Reciprocal, approx.reciprocal_int, S(16, 10), S(16, 10), False),
+    ("exp_neg_ecp5", ExpNeg, approx.exp_neg_int, S(24, 16), U(24, 22), True),
+    ("rsqrt_ecp5", Rsqrt, approx.rsqrt_int, U(24, 12), U(24, 16), True),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,cls,golden,fi,fo", PRIM_CASES, ids=[c[0] for c in PRIM_CASES])
-def test_primitive_cocotb(name, cls, golden, fi, fo, tmp_path):
+@pytest.mark.parametrize("name,cls,golden,fi,fo,ecp5", PRIM_CASES, ids=[c[0] for c in PRIM_CASES])
+def test_primitive_cocotb(name, cls, golden, fi, fo, ecp5, tmp_path):
     rng = np.random.default_rng(sum(map(ord, name)))
     dut = cls(fi, fo)
     # Edges: extremes, 0, ±1, powers of two and their neighbours (normalisation boundaries).
     pow2 = [s * ((1 << k) + d) for k in range(fi.bits) for d in (-1, 0, 1) for s in (1, -1)]
     codes = np.concatenate([_edges(fi, pow2), _random(fi, rng, N_RANDOM)])
-    if name == "exp_neg":  # mostly the meaningful x <= 0 side, a dense band near 0
+    if name.startswith("exp_neg"):  # mostly the meaningful x <= 0 side, a dense band near 0
         codes = np.concatenate([codes, -rng.integers(0, 8 << fi.frac, N_RANDOM // 2)])
     out = golden(codes, fi, fo)
     _run(dut, f"{name}_top", "x", "y", _mask(codes, fi.bits), _mask(out, fo.bits),
-         fo.bits, fo.signed, tmp_path, seed=len(name))
+         fo.bits, fo.signed, tmp_path, seed=len(name), ecp5=ecp5)
 
 
 @pytest.mark.slow
