@@ -40,7 +40,8 @@ error, and ``|ô_e − o_e|`` the composition of the two Linear bounds
 (:func:`celosia.ir.numerics.linear_error_bound`) through the activation's bound (GELU and SiLU
 are 1.13- and 1.1-Lipschitz). When the router's choice differs at a near tie the
 error is that of swapping one expert whose weight is within twice the softmax bound of the
-other's; benchmarks/accuracy.py measures the end-to-end effect.
+other's; benchmarks/accuracy.py measures the end-to-end effect. :func:`moe_error_bound`
+evaluates the bound, :func:`routing_agrees` tells where it applies.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from celosia.ir.numerics import Fixed
 from celosia.ir.silu import silu_float, silu_int
 from celosia.ir.softmax import softmax_float, softmax_int
 
-__all__ = ["moe_shapes", "moe_float", "moe_int", "top_k_mask", "ACTIVATIONS"]
+__all__ = ["moe_shapes", "moe_float", "moe_int", "moe_error_bound", "routing_agrees", "top_k_mask", "ACTIVATIONS"]
 
 ACTIVATIONS = ("gelu", "silu", "relu")
 
@@ -146,3 +147,61 @@ def moe_int(x, gw, gb, w1, b1, w2, b2, attrs: dict, fx: Fixed, fgw: Fixed, fw1: 
         o = nx_.linear_int(h, w2[e].T, b2[e], ef, af.frac + fw2.frac - ef.frac, rnd)
         acc[rows] += g[rows, e:e + 1] * o
     return nx_.requantize(acc, pf.frac + ef.frac, out_fmt).reshape(shape)
+
+
+def moe_error_bound(x, gw, gb, w1, b1, w2, b2, attrs: dict, fx: Fixed, fgw: Fixed, fw1: Fixed, fw2: Fixed,
+                    out_fmt: Fixed) -> np.ndarray:
+    """Stated bound on ``|dequantize(moe_int(...)) − moe_float(...)|`` per output element.
+
+    ``x`` are the input codes (format ``fx``); the weights are the float weights (their
+    rounding to ``fgw``, ``fw1``, ``fw2`` is part of the bound). Valid for the tokens whose
+    quantized router chose the same experts as the float one (:func:`routing_agrees`) and
+    when nothing saturates. Composition, per token and output column::
+
+        εl = linear bound of the gate;   |ĝ_e − g_e| ≤ g_e·(e^{2·max εl} − 1) + b_e  (softmax bound)
+        εh = linear bound of w1_e;       εa ≤ L·εh + act bound  (L = 1.13 GELU, 1.1 SiLU, 1 ReLU)
+        εo = Σ_h |w2_e[:, h]|·εa_h + linear bound of w2_e
+        |y − y_ref| ≤ Σ_{e chosen} (|ĝ_e − g_e|·|o_e| + ĝ_e·εo_e) + lsb_out/2
+    """
+    from celosia.ir.gelu import gelu_table
+    from celosia.ir.silu import silu_error_bound
+    from celosia.ir.softmax import softmax_error_bound
+
+    lf, pf, hf, af, ef = (attrs[k] for k in ("logit_fmt", "prob_fmt", "hidden_fmt", "act_fmt", "expert_fmt"))
+    rnd = nx_.Rounding.HALF_EVEN
+    xq = np.asarray(x, np.int64)
+    x2 = nx_.dequantize(xq.reshape(-1, xq.shape[-1]), fx)
+    gq = nx_.quantize(gw, fgw)
+    logits = nx_.linear_int(xq.reshape(x2.shape), gq.T, nx_.quantize(gb, Fixed(62, fx.frac + fgw.frac)), lf,
+                            fx.frac + fgw.frac - lf.frac, rnd)
+    g_hat = softmax_int(logits, None, lf, pf)
+    keep = top_k_mask(g_hat, int(attrs.get("top_k", 1)))
+    el = nx_.linear_error_bound(x2, gw.T, fx, fgw, lf, rnd).max(-1, keepdims=True)
+    g_ref = softmax_float(x2 @ gw.T + gb)
+    dg = g_ref * np.expm1(2 * el) + softmax_error_bound(logits, None, lf, pf)
+    gh = nx_.dequantize(g_hat, pf)
+    act = attrs.get("activation", "gelu")
+    lip = {"gelu": 1.13, "silu": 1.1, "relu": 1.0}[act]
+    act_b = {"gelu": lambda: gelu_table(hf, af).error_bound, "silu": lambda: silu_error_bound(hf, af),
+             "relu": lambda: af.lsb / 2 if af.frac < hf.frac else 0.0}[act]()
+    bound = np.zeros(x2.shape)
+    for e in range(gw.shape[0]):
+        eh = nx_.linear_error_bound(x2, w1[e].T, fx, fw1, hf, rnd)
+        pre = x2 @ w1[e].T + b1[e]
+        a = _act_float(act, pre)
+        ea = lip * eh + act_b
+        eo = ea @ np.abs(w2[e]).T + nx_.linear_error_bound(np.abs(a) + ea, w2[e].T, af, fw2, ef, rnd)
+        o = np.abs(a @ w2[e].T + b2[e])
+        term = dg[:, e:e + 1] * o + gh[:, e:e + 1] * eo
+        bound += np.where(keep[:, e:e + 1], term, 0.0)
+    return ((bound + out_fmt.lsb / 2) * (1 + 1e-9)).reshape(np.shape(x))
+
+
+def routing_agrees(x_float, gw, gb, x_codes, gw_codes, gb_codes, attrs: dict, fx: Fixed, fgw: Fixed) -> np.ndarray:
+    """Per token: True when the quantized router picks the same experts as the float one."""
+    lf, pf = attrs["logit_fmt"], attrs["prob_fmt"]
+    x2 = np.asarray(x_float, np.float64).reshape(-1, gw.shape[1])
+    xq = np.asarray(x_codes, np.int64).reshape(x2.shape)
+    logits = nx_.linear_int(xq, np.asarray(gw_codes).T, gb_codes, lf, fx.frac + fgw.frac - lf.frac)
+    k = int(attrs.get("top_k", 1))
+    return np.all(top_k_mask(softmax_int(logits, None, lf, pf), k) == top_k_mask(softmax_float(x2 @ gw.T + gb), k), -1)

@@ -188,3 +188,33 @@ def test_attention_key_padding_mask_through_the_pipeline():
     assert qg.op("keep").type.fmt == Fixed(2, 0)
     yq = dequantize(run_int(qg, feed)["y"], qg.op("y").type.fmt)
     assert np.abs(yq - ref).max() < 5e-3
+
+
+@pytest.mark.parametrize("preset,activation", [("w8a16", "gelu"), ("w16a16", "silu"), ("w8a16", "relu")])
+def test_moe_int_within_stated_bound_where_routing_agrees(preset, activation):
+    from celosia.ir.moe import moe_error_bound, routing_agrees
+
+    rng = np.random.default_rng(11)
+    E, D, H, N = 4, 8, 16, 64
+    params = [rng.normal(size=(E, D)), rng.normal(size=E) * 0.1, rng.normal(size=(E, H, D)) / np.sqrt(D),
+              rng.normal(size=(E, H)) * 0.1, rng.normal(size=(E, D, H)) / np.sqrt(H), rng.normal(size=(E, D)) * 0.1]
+    b = GraphBuilder("moe")
+    xi = b.input("x", (N, D))
+    b.output(b.moe(xi, *params, top_k=2, activation=activation, name="moe"), "y")
+    graph = b.build()
+    x = rng.normal(size=(N, D))
+    q = lower(graph, [{"x": rng.normal(size=(N, D))} for _ in range(4)], Precision.parse(preset))
+    op = q.op("moe")
+    fmts = [q.op(i).type.fmt for i in op.inputs]
+    codes = run_int(q, {"x": x}, keep_all=True)
+    xq = codes["x"]
+    y = dequantize(codes["moe"], op.type.fmt)
+    xd = dequantize(xq, fmts[0])
+    ref = moe_float(xd, *params, op.attrs)
+    bound = moe_error_bound(xq, *params, op.attrs, fmts[0], fmts[1], fmts[3], fmts[5], op.type.fmt)
+    agree = routing_agrees(xd, params[0], params[1], xq, codes[op.inputs[1]], codes[op.inputs[2]], op.attrs,
+                           fmts[0], fmts[1])
+    assert agree.mean() > 0.9
+    err = np.abs(y - ref)[agree]
+    assert np.all(err <= bound[agree])
+    assert err.max() > 0 and bound[agree].max() < 100 * err.max()  # not vacuous
