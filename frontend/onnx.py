@@ -10,6 +10,8 @@ Attention (opset 23: q/kv_num_heads,   Attention (packed or split layout, GQA, c
 is_causal, scale)
 Softmax (last axis), Relu, Gelu        Softmax, ReLU, GELU (``approximate`` kept)
 (none/tanh), Sigmoid·x (SiLU)          SiLU (``Mul(x, Sigmoid(x))`` is recognised)
+x·0.5·(1 + Erf(x/√2))                  GELU (the exporters' erf form, any operand order)
+Conv (stride = kernel, no padding)     Reshape/Transpose + Linear (patch embedding)
 LayerNormalization, RMSNormalization   LayerNorm, RMSNorm (last axis)
 Add, Sub, Mul, Div with constants      Add (constants broadcast at import), Mul
 Gather (initializer table, axis 0)     Embedding; Gather of one index of a computed tensor
@@ -17,6 +19,7 @@ Gather (initializer table, axis 0)     Embedding; Gather of one index of a compu
 Reshape, Transpose, Flatten, Squeeze,  Reshape, Transpose, Slice, Concat (composed, no-ops
 Unsqueeze, Slice, Split, Concat        dropped)
 Identity, Dropout, Cast (to float)     removed
+Shape (static), Expand (keeping shape)  constants / removed
 =====================================  ==================================================
 
 Everything computed from initializers alone is folded with ``onnx.reference`` at import.
@@ -45,11 +48,11 @@ _IDENTITY = {"Identity", "Dropout", "Cast"}
 SUPPORTED_ONNX = frozenset(_IDENTITY | {
     "Gemm", "MatMul", "Attention", "Softmax", "Relu", "Gelu", "Sigmoid", "LayerNormalization", "RMSNormalization",
     "Add", "Sub", "Mul", "Div", "Gather", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice",
-    "Split", "Concat", "Constant",
+    "Split", "Concat", "Constant", "Shape", "Erf", "Conv", "Expand",
 })
 _HINTS = {
     "TopK": "top-k routing is imported from PyTorch (the V-MoE pattern) or written with the builder's moe()",
-    "Conv": "export patch embeddings as Reshape + Transpose + MatMul, or import the PyTorch module",
+    "Conv": "use a convolution with stride equal to its kernel, no padding, one group (a patch embedding)",
 }
 
 
@@ -110,9 +113,7 @@ class _Importer:
 
         self.proto = proto
         g = proto.graph
-        self.consts: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i).astype(np.float64)
-                                              if numpy_helper.to_array(i).dtype.kind == "f"
-                                              else numpy_helper.to_array(i) for i in g.initializer}
+        self.consts: dict[str, np.ndarray] = {i.name: _f64(numpy_helper.to_array(i)) for i in g.initializer}
         self.b = GraphBuilder(name)
         self.env: dict[str, object] = dict(self.consts)
         self.input_shapes = dict(input_shapes or {})
@@ -161,7 +162,10 @@ class _Importer:
         if op == "Constant":
             from onnx import numpy_helper
 
-            return numpy_helper.to_array(attrs["value"]).astype(np.float64)
+            return _f64(numpy_helper.to_array(attrs["value"]))
+        if op == "Shape" and isinstance(args[0], Tensor):  # static shapes: a constant
+            shape = np.array(args[0].shape, dtype=np.int64)
+            return shape[attrs.get("start", 0): attrs.get("end", len(shape))]
         if not any(isinstance(a, Tensor) for a in args):
             return self._fold(node)
         if op in _IDENTITY:
@@ -179,7 +183,7 @@ class _Importer:
                               [helper.make_tensor_value_info(o, 0, None) for o in node.output])
         m = helper.make_model(g, opset_imports=list(self.proto.opset_import))
         res = ReferenceEvaluator(m).run(None, feeds)
-        res = [np.asarray(r) for r in res]
+        res = [_f64(np.asarray(r)) for r in res]
         return res[0] if len(res) == 1 else tuple(res)
 
     # -- compute ----------------------------------------------------------------------
@@ -281,6 +285,32 @@ class _Importer:
             raise _Unmapped("Div by a computed tensor is not supported")
         return self._binary(name, node, a[0], 1.0 / np.asarray(a[1], dtype=np.float64), "Mul")
 
+    def _Erf(self, name, node, a, at):
+        raise _Unmapped("Erf is supported inside GELU, x * 0.5 * (1 + erf(x / sqrt(2)))")
+
+    def _Expand(self, name, node, a, at):
+        x, shape = a
+        if tuple(np.broadcast_shapes(x.shape, tuple(int(d) for d in shape))) != tuple(x.shape):
+            raise _Unmapped("Expand of a computed tensor is supported only when it keeps the shape")
+        return x
+
+    def _Conv(self, name, node, a, at):
+        x, w = a[0], a[1]
+        bias = a[2] if len(a) > 2 else None
+        k = tuple(at.get("kernel_shape", w.shape[2:]))
+        if (not isinstance(w, np.ndarray) or len(k) != 2 or tuple(at.get("strides", (1, 1))) != k
+                or any(at.get("pads", (0, 0, 0, 0))) or at.get("group", 1) != 1
+                or tuple(at.get("dilations", (1, 1))) != (1, 1) or at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")):
+            raise _Unmapped(_HINTS["Conv"])
+        bsz, c, h, wd = x.shape
+        gh, gw = h // k[0], wd // k[1]
+        t = self.b.reshape(x, (bsz, c, gh, k[0], gw, k[1]), name=f"{name}.split")
+        t = self.b.transpose(t, (0, 2, 4, 1, 3, 5), name=f"{name}.order")
+        t = self.b.reshape(t, (bsz, gh * gw, c * k[0] * k[1]), name=f"{name}.patches")
+        y = self.b.linear(t, w.reshape(w.shape[0], -1), bias, name=f"{name}.linear")
+        y = self.b.transpose(y, (0, 2, 1), name=f"{name}.chw")
+        return self.b.reshape(y, (bsz, w.shape[0], gh, gw), name=name)
+
     def _Gather(self, name, node, a, at):
         data, idx = a
         axis = at.get("axis", 0)
@@ -375,6 +405,11 @@ class _Unmapped(Exception):
     """A supported ONNX op used in a way the frontend cannot map (hint in the message)."""
 
 
+def _f64(arr: np.ndarray) -> np.ndarray:
+    """Float arrays as float64 (the IR's float type); integer and bool arrays unchanged."""
+    return arr.astype(np.float64) if arr.dtype.kind == "f" else arr
+
+
 def _safe(name: str) -> str:
     return name.replace("/", ".").strip(".") or "node"
 
@@ -386,8 +421,17 @@ def _dtype(arr: np.ndarray) -> int:
 
 
 def _scan(proto) -> list[Unsupported]:
+    """Nodes without a mapping that are not foldable (computed from constants and shapes only)."""
     out = []
+    const = {i.name for i in proto.graph.initializer}
     for node in proto.graph.node:
+        if node.op_type in ("Constant", "Shape") or all(i in const for i in node.input if i):
+            const.update(node.output)
+            continue
+        if node.op_type == "Conv" and not _conv_ok(node, proto):
+            out.append(Unsupported(node.name or node.output[0], "Conv", "overlapping or padded convolution",
+                                   _HINTS["Conv"]))
+            continue
         if node.op_type not in SUPPORTED_ONNX or node.domain not in ("", "ai.onnx"):
             out.append(Unsupported(
                 node.name or node.output[0], node.op_type if not node.domain else f"{node.domain}.{node.op_type}",
@@ -397,10 +441,95 @@ def _scan(proto) -> list[Unsupported]:
     return out
 
 
+def _conv_ok(node, proto) -> bool:
+    """True if a Conv is a patch embedding: stride = kernel, no padding, dilation 1, one group."""
+    from onnx import helper
+
+    at = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    k = at.get("kernel_shape")
+    if k is None:
+        w = next((i for i in proto.graph.initializer if i.name == node.input[1]), None)
+        k = list(w.dims[2:]) if w is not None else None
+    return (k is not None and len(k) == 2 and list(at.get("strides", [1, 1])) == list(k)
+            and not any(at.get("pads", [0, 0, 0, 0])) and at.get("group", 1) == 1
+            and list(at.get("dilations", [1, 1])) == [1, 1])
+
+
+def _fuse_erf_gelu(proto):
+    """Rewrite the exporters' erf GELU, ``x·0.5·(1 + erf(x/√2))`` in any operand order, into one Gelu."""
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t) if n.attribute[0].t.dims or \
+                n.attribute[0].type == 4 else None
+    producer = {o: n for n in g.node for o in n.output}
+    users: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+
+    def scalar(name):
+        v = consts.get(name)
+        return float(np.asarray(v).ravel()[0]) if v is not None and np.asarray(v).size == 1 else None
+
+    def other(n, name):
+        return n.input[1] if n.input[0] == name else n.input[0]
+
+    dead, new_nodes = set(), {}
+    for erf in [n for n in g.node if n.op_type == "Erf"]:
+        pre = producer.get(erf.input[0])
+        if pre is None or pre.op_type not in ("Div", "Mul"):
+            continue
+        c = scalar(pre.input[1])
+        if c is None or not np.isclose(c if pre.op_type == "Div" else 1 / c, np.sqrt(2), rtol=1e-6):
+            continue
+        x = pre.input[0]
+        chain = [pre, erf]
+        cur = erf.output[0]
+        ok, seen_x, seen_half, seen_one = True, False, False, False
+        while ok and not (seen_x and seen_half and seen_one):
+            us = users.get(cur, [])
+            if len(us) != 1:
+                ok = False
+                break
+            n = us[0]
+            o = other(n, cur)
+            if n.op_type == "Add" and not seen_one and scalar(o) == 1.0:
+                seen_one = True
+            elif n.op_type == "Mul" and not seen_half and scalar(o) == 0.5:
+                seen_half = True
+            elif n.op_type == "Mul" and not seen_x and o == x:
+                seen_x = True
+            else:
+                ok = False
+                break
+            chain.append(n)
+            cur = n.output[0]
+        if not ok:
+            continue
+        dead.update(id(n) for n in chain)
+        new_nodes[id(chain[0])] = helper.make_node("Gelu", [x], [cur], name=(erf.name or cur) + ".gelu")
+    if not new_nodes:
+        return proto
+    out = type(proto)()
+    out.CopyFrom(proto)
+    del out.graph.node[:]
+    for n in g.node:
+        if id(n) in new_nodes:
+            out.graph.node.append(new_nodes[id(n)])
+        elif id(n) not in dead:
+            out.graph.node.append(n)
+    return out
+
+
 def _translate(proto, name, input_shapes):
     items = _scan(proto)
     if items:
         return None, items
+    proto = _fuse_erf_gelu(proto)
     imp = _Importer(proto, name, input_shapes)
     node = None
     try:

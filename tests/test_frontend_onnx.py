@@ -173,3 +173,46 @@ def test_unsupported_ops_are_all_listed():
     assert "moe" in items[1].hint
     with pytest.raises(UnsupportedOpsError, match="2 unsupported node"):
         load(model)
+
+
+def _export(model, args, opset=17):
+    torch = pytest.importorskip("torch")
+    import io
+    import warnings
+
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, args, f, dynamo=False, opset_version=opset, input_names=["x"],
+                          output_names=["logits"])
+    return f.getvalue()
+
+
+def test_pytorch_exported_vit_imports_and_matches():
+    """The TorchScript exporter's own output: Conv patch embedding, Shape/Expand class token, erf GELU,
+    decomposed attention (MatMul, Mul, Softmax), LayerNormalization."""
+    torch = pytest.importorskip("torch")
+    from celosia.frontend.training.models import ViTDigits, load_numpy_state
+
+    arrays, meta = load_weights("vit-digits")
+    model = load_numpy_state(ViTDigits(**meta["config"]), arrays)
+    data = _export(model, (torch.rand(2, 64),))
+    assert check(data) == []
+    g = load(data, name="vit-exported")
+    assert len(g.ops("GELU")) == 2 and len(g.ops("Softmax")) == 2 and not g.ops("Erf")
+    x = digits_calibration()[:2]
+    want = model.double()(torch.from_numpy(x)).detach().numpy()
+    _close(run_float(g, {"x": x})["logits"], want)
+    proto = onnx.load_from_string(data)
+    _close(run_float(g, {"x": x})["logits"], ReferenceEvaluator(proto).run(None, {"x": x.astype(np.float32)})[0])
+
+
+def test_pytorch_exported_moe_lists_its_routing_ops():
+    torch = pytest.importorskip("torch")
+    from celosia.frontend.training.models import ViTDigits, load_numpy_state
+
+    arrays, meta = load_weights("moe-vit-digits")
+    model = load_numpy_state(ViTDigits(**meta["config"]), arrays)
+    items = check(_export(model, (torch.rand(2, 64),)))
+    assert {i.op for i in items} == {"TopK", "ScatterElements", "ReduceSum"}
+    assert all("/blocks.1/mlp/" in i.node for i in items)
