@@ -39,7 +39,7 @@ from celosia.errors import CelosiaError, GraphError
 from celosia.frontend.builder import GraphBuilder, Tensor
 from celosia.frontend.support import Unsupported, UnsupportedOpsError
 from celosia.ir.graph import Graph
-from celosia.ir.passes import fold_layout, prune
+from celosia.ir.passes import fold_bias_add, fold_layout, fuse_attention, prune
 
 __all__ = ["load", "check", "read", "SUPPORTED_ONNX", "MIN_OPSET"]
 
@@ -149,7 +149,7 @@ class _Importer:
         for vo in g.output:
             out = _safe(vo.name)
             self.b.output(self.t(self.v(vo.name)), out if out not in self.b._graph else f"{out}.out")
-        return fold_layout(prune(self.b.build()))
+        return fuse_attention(fold_bias_add(fold_layout(prune(self.b.build()))))
 
     def _node(self, node):
         from onnx import helper

@@ -11,7 +11,7 @@ from celosia.ir.graph import Graph, Op
 from celosia.ir.ops import infer_type
 from celosia.ir.types import TensorType
 
-__all__ = ["infer_shapes", "canonicalize", "fuse_epilogues", "prune", "fold_layout"]
+__all__ = ["infer_shapes", "canonicalize", "fuse_epilogues", "prune", "fold_layout", "fold_bias_add", "fuse_attention"]
 
 
 def infer_shapes(graph: Graph) -> Graph:
@@ -149,3 +149,104 @@ def fold_layout(graph: Graph) -> Graph:
             changed = True
         out = prune(out)
     return out
+
+
+def _scalar_const(graph: Graph, name: str) -> float | None:
+    op = graph.op(name)
+    if op.kind == "Const" and np.asarray(op.attrs["value"]).size == 1:
+        return float(np.asarray(op.attrs["value"]).ravel()[0])
+    return None
+
+
+def _other(op: Op, name: str) -> str:
+    return op.inputs[1] if op.inputs[0] == name else op.inputs[0]
+
+
+def fold_bias_add(graph: Graph) -> Graph:
+    """Fold ``Add(Linear(x, w), c)`` into the Linear's bias when ``c`` is a constant that only
+    varies along the last axis (exporters write MatMul + Add for a biased Linear).
+
+    Guarantees: float semantics unchanged; the Linear keeps its name and now has a bias;
+    only done when the Linear had no bias and the Add is its sole reader.
+    """
+    out = graph.copy()
+    for lin in out.ops("Linear"):
+        if len(lin.inputs) != 2:
+            continue
+        add = _sole_consumer(out, lin.name, "Add")
+        if add is None or add.inputs[0] == add.inputs[1]:
+            continue
+        c = out.op(_other(add, lin.name))
+        if c.kind != "Const":
+            continue
+        value = np.asarray(c.attrs["value"], dtype=np.float64)
+        row = value.reshape(-1, value.shape[-1])[0]
+        if value.shape[-1] != lin.type.shape[-1] or not np.array_equal(value, np.broadcast_to(row, value.shape)):
+            continue
+        bias = Op(f"{lin.name}.bias", "Const", attrs={"value": row.copy()}, type=TensorType(row.shape))
+        if bias.name in out:
+            continue
+        out.add(bias)
+        out.replace(lin.evolve(inputs=lin.inputs + (bias.name,)))
+        out.rewire(add.name, lin.name)
+        out.remove(add.name)
+    return prune(out)
+
+
+def fuse_attention(graph: Graph) -> Graph:
+    """Recognise decomposed attention and make it one Attention op (split (B, H, T, E) layout).
+
+    Pattern (what exporters write for scaled dot-product attention)::
+
+        MatMul(Softmax([Mul(] MatMul([Mul(]q, c1[)], [Mul(]kᵀ, c2[)]) [, c3)]), v)
+
+    with scalar constants ``c1, c2, c3`` (absent = 1) and ``kᵀ`` the last-two-axes transpose
+    of ``k``. Guarantees: float semantics unchanged (``scale = c1·c2·c3``); the Attention
+    is named ``<final MatMul>.attention``; only applied when every intermediate has one reader.
+    """
+    out = graph.copy()
+    for sm in out.ops("Softmax"):
+        if sm.name not in out:
+            continue
+        pv = _sole_consumer(out, sm.name, "MatMul")
+        if pv is None or pv.inputs[0] != sm.name or len(pv.type.shape) != 4:
+            continue
+        scale = 1.0
+        s = out.op(sm.inputs[0])
+        if s.kind == "Mul" and len(out.consumers(s.name)) == 1:
+            c = _scalar_const(out, s.inputs[1])
+            if c is None:
+                continue
+            scale *= c
+            s = out.op(s.inputs[0])
+        if s.kind != "MatMul" or len(out.consumers(s.name)) != 1:
+            continue
+        ends = []
+        for side in s.inputs:
+            t = out.op(side)
+            if t.kind == "Mul" and len(out.consumers(t.name)) == 1 and _scalar_const(out, t.inputs[1]) is not None:
+                scale *= _scalar_const(out, t.inputs[1])
+                t = out.op(t.inputs[0])
+            ends.append(t)
+        q, kt = ends
+        if scale <= 0 or len(q.type.shape) != 4:
+            continue
+        rank = len(kt.type.shape)
+        swap = tuple(range(rank - 2)) + (rank - 1, rank - 2)
+        if kt.kind == "Transpose":
+            perm = tuple(kt.attrs["perm"][p] for p in swap)
+            k = Op(f"{pv.name}.k", "Transpose", (kt.inputs[0],), {"perm": perm})
+        else:
+            k = Op(f"{pv.name}.k", "Transpose", (kt.name,), {"perm": swap})
+        if k.name in out:
+            continue
+        k.type = infer_type(k, [out.op(k.inputs[0]).type])
+        out.add(k)
+        att = Op(f"{pv.name}.attention", "Attention", (q.name, k.name, pv.inputs[1]), {"causal": False, "scale": scale})
+        att.type = infer_type(att, [out.op(i).type for i in att.inputs])
+        if att.type.shape != pv.type.shape:
+            continue
+        out.add(att)
+        out.rewire(pv.name, att.name)
+        out = prune(out)
+    return fold_layout(out)

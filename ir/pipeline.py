@@ -11,7 +11,14 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from celosia.ir.graph import Graph
-from celosia.ir.passes import canonicalize, fold_layout, fuse_epilogues, infer_shapes
+from celosia.ir.passes import (
+    canonicalize,
+    fold_bias_add,
+    fold_layout,
+    fuse_attention,
+    fuse_epilogues,
+    infer_shapes,
+)
 from celosia.ir.quantize import Precision, quantize
 from celosia.ir.verify import verify
 
@@ -21,6 +28,8 @@ __all__ = ["FLOAT_PASSES", "lower"]
 FLOAT_PASSES: list[tuple[str, Callable[[Graph], Graph]]] = [
     ("infer_shapes", infer_shapes),
     ("fold_layout", fold_layout),
+    ("fuse_attention", fuse_attention),
+    ("fold_bias_add", fold_bias_add),
     ("canonicalize", canonicalize),
     ("fuse_epilogues", fuse_epilogues),
 ]

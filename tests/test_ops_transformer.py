@@ -218,3 +218,28 @@ def test_moe_int_within_stated_bound_where_routing_agrees(preset, activation):
     err = np.abs(y - ref)[agree]
     assert np.all(err <= bound[agree])
     assert err.max() > 0 and bound[agree].max() < 100 * err.max()  # not vacuous
+
+
+def test_fuse_attention_and_fold_bias_add_keep_semantics():
+    from celosia.ir.passes import fold_bias_add, fuse_attention
+
+    rng = np.random.default_rng(4)
+    b = GraphBuilder("decomposed")
+    x = b.input("x", (2, 5, 8))
+    h = b.linear(x, rng.normal(size=(8, 8)), name="proj")
+    h = b.add(h, b.const(np.broadcast_to(rng.normal(size=8), (2, 5, 8)).copy(), name="bias"), name="proj.add")
+    q = b.transpose(b.reshape(h, (2, 5, 2, 4)), (0, 2, 1, 3), name="q")
+    kt = b.transpose(b.reshape(x, (2, 5, 2, 4)), (0, 2, 3, 1), name="kt")
+    v = b.transpose(b.reshape(x, (2, 5, 2, 4)), (0, 2, 1, 3), name="v")
+    s = b.matmul(b.mul(q, b.const([0.7])), b.mul(kt, b.const([0.5 / 0.7])))
+    y = b.matmul(b.softmax(s), v, name="pv")
+    b.output(y, "y")
+    graph = b.build()
+    fused = fuse_attention(fold_bias_add(graph))
+    kinds = [op.kind for op in fused]
+    assert "Softmax" not in kinds and "MatMul" not in kinds and "Add" not in kinds
+    att = fused.ops("Attention")[0]
+    assert att.attrs["scale"] == pytest.approx(0.5)
+    assert len(fused.op("proj").inputs) == 3
+    feed = {"x": rng.normal(size=(2, 5, 8))}
+    np.testing.assert_allclose(run_float(fused, feed)["y"], run_float(graph, feed)["y"], rtol=1e-12)
