@@ -182,24 +182,23 @@ class Softmax(wiring.Component):
         ph = idx0.map(lambda v: v[:max(1, (P - 1).bit_length())] if P > 1 else Const(0, 1))
         first_ph = idx0.map(lambda v: v < P)
         first_row = idx0.map(lambda v: v == 0)
-        mregs, mglob = io["m_phase"], io["m_glob"]
+        # the phases' maxima sit in a ring that turns once per beat, so the current beat's phase
+        # is always at ring[0] (no read multiplexer in this 1-cycle loop); a row's first P beats
+        # start their phase afresh, so the ring needs no reset between rows
+        ring, mglob = io["m_phase"], io["m_glob"]
 
-        def phase_max(b, k, f):
-            old = Mux(f, lo, Array(mregs)[k] if P > 1 else mregs[0])
+        def upd(b, old, f):
+            old = Mux(f, lo, old)
             return Mux(b > old, b, old)
-
-        def glob_max(b, f):
-            old = Mux(f, lo, mglob)
-            return Mux(b > old, b, old)
-        m_old = sp.reg("m_old", lambda k, f: Mux(f, lo, Array(mregs)[k] if P > 1 else mregs[0]), ph, first_ph,
-                       stage=bmax.stage)
-        m_new = sp.reg("m_new", phase_max, bmax, ph, first_ph)
-        m_row = sp.reg("m_row", glob_max, bmax, first_row)
-        if build:  # 1-cycle loops: a phase's max and the row's max
-            vs, ks = sp.at(v0, bmax.stage), sp.at(ph, bmax.stage)
+        m_old = sp.reg("m_old", lambda f: Mux(f, lo, ring[0]), first_ph, stage=bmax.stage)
+        m_new = sp.reg("m_new", lambda b, f: upd(b, ring[0], f), bmax, first_ph)
+        m_row = sp.reg("m_row", lambda b, f: upd(b, mglob, f), bmax, first_row)
+        if build:
+            vs = sp.at(v0, bmax.stage)
             with m.If(vs):
-                m.d.sync += Array(mregs)[ks].eq(phase_max(bmax.value, ks, sp.at(first_ph, bmax.stage)))
-                m.d.sync += mglob.eq(glob_max(bmax.value, sp.at(first_row, bmax.stage)))
+                m.d.sync += [ring[k].eq(ring[k + 1]) for k in range(P - 1)]
+                m.d.sync += ring[P - 1].eq(upd(bmax.value, ring[0], sp.at(first_ph, bmax.stage)))
+                m.d.sync += mglob.eq(upd(bmax.value, mglob, sp.at(first_row, bmax.stage)))
         diffs = [sp.reg(f"d{j}", lambda a, b: a - b, s0[j], m_new) for j in range(L)]
         args = [sp.reg(f"arg{j}", clip, d, shape=signed(dfmt.bits)) for j, d in enumerate(diffs)]
         carg = sp.reg("carg", clip, sp.reg("cd", lambda a, b: a - b, m_old, m_new), shape=signed(dfmt.bits))
