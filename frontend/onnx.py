@@ -18,6 +18,8 @@ Gather (initializer table, axis 0)     Embedding; Gather of one index of a compu
                                        is a Slice + Reshape
 Reshape, Transpose, Flatten, Squeeze,  Reshape, Transpose, Slice, Concat (composed, no-ops
 Unsqueeze, Slice, Split, Concat        dropped)
+Softmax -> TopK -> ScatterElements ->  MoE (the dense V-MoE routing as torch.onnx.export writes it)
+Concat of experts · weights, ReduceSum
 Identity, Dropout, Cast (to float)     removed
 Shape (static), Expand (keeping shape)  constants / removed
 =====================================  ==================================================
@@ -44,6 +46,7 @@ from celosia.ir.passes import fold_bias_add, fold_layout, fuse_attention, prune
 __all__ = ["load", "check", "read", "SUPPORTED_ONNX", "MIN_OPSET"]
 
 MIN_OPSET = 17
+_DOMAIN = "ai.celosia"  # the fused MoE node the routing pattern is rewritten into before import
 _IDENTITY = {"Identity", "Dropout", "Cast"}
 SUPPORTED_ONNX = frozenset(_IDENTITY | {
     "Gemm", "MatMul", "Attention", "Softmax", "Relu", "Gelu", "Sigmoid", "LayerNormalization", "RMSNormalization",
@@ -51,7 +54,8 @@ SUPPORTED_ONNX = frozenset(_IDENTITY | {
     "Split", "Concat", "Constant", "Shape", "Erf", "Conv", "Expand",
 })
 _HINTS = {
-    "TopK": "top-k routing is imported from PyTorch (the V-MoE pattern) or written with the builder's moe()",
+    "TopK": "top-k is imported inside the dense V-MoE routing pattern (softmax gate, TopK, ScatterElements, "
+            "weighted ReduceSum of the experts), or write the block with the builder's moe()",
     "Conv": "use a convolution with stride equal to its kernel, no padding, one group (a patch embedding)",
 }
 
@@ -285,6 +289,9 @@ class _Importer:
             raise _Unmapped("Div by a computed tensor is not supported")
         return self._binary(name, node, a[0], 1.0 / np.asarray(a[1], dtype=np.float64), "Mul")
 
+    def _MoE(self, name, node, a, at):
+        return self.b.moe(a[0], *a[1:7], top_k=at["top_k"], activation=at["activation"], name=name)
+
     def _Erf(self, name, node, a, at):
         raise _Unmapped("Erf is supported inside GELU, x * 0.5 * (1 + erf(x / sqrt(2)))")
 
@@ -432,6 +439,8 @@ def _scan(proto) -> list[Unsupported]:
             out.append(Unsupported(node.name or node.output[0], "Conv", "overlapping or padded convolution",
                                    _HINTS["Conv"]))
             continue
+        if node.domain == _DOMAIN and node.op_type == "MoE":
+            continue
         if node.op_type not in SUPPORTED_ONNX or node.domain not in ("", "ai.onnx"):
             out.append(Unsupported(
                 node.name or node.output[0], node.op_type if not node.domain else f"{node.domain}.{node.op_type}",
@@ -525,11 +534,128 @@ def _fuse_erf_gelu(proto):
     return out
 
 
+def _fuse_moe(proto):
+    """Rewrite the exported dense V-MoE routing into one fused MoE node (domain ``ai.celosia``).
+
+    Pattern (``torch.onnx.export`` of :class:`celosia.frontend.training.models.MoEMLP`)::
+
+        g = Softmax(x·Wg + bg);  v, i = TopK(g, k);  w = ScatterElements(zeros, i, v)
+        y = ReduceSum(Concat_e(Unsqueeze(expert_e(x), -1)) · Unsqueeze(w, -2), -1)
+        expert_e(x) = act(x·W1_e + b1_e)·W2_e + b2_e        act: Gelu, Relu or x·Sigmoid(x)
+    """
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    producer = {o: n for n in g.node for o in n.output}
+    users: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+
+    def sole(name, op_type):
+        us = users.get(name, [])
+        return us[0] if len(us) == 1 and us[0].op_type == op_type else None
+
+    def linear(out):
+        """``(x, w (out, in), b)`` of ``MatMul(x, W) + b`` or ``Gemm``, else None."""
+        n = producer.get(out)
+        if n is None:
+            return None
+        if n.op_type == "Gemm":
+            at = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            if len(n.input) < 3 or n.input[1] not in consts or n.input[2] not in consts or at.get("transA", 0):
+                return None
+            w = consts[n.input[1]] * at.get("alpha", 1.0)
+            return n.input[0], (w if at.get("transB", 0) else w.T), consts[n.input[2]] * at.get("beta", 1.0)
+        if n.op_type != "Add":
+            return None
+        for b, m in ((n.input[0], n.input[1]), (n.input[1], n.input[0])):
+            mm = producer.get(m)
+            if b in consts and mm is not None and mm.op_type == "MatMul" and mm.input[1] in consts:
+                return mm.input[0], consts[mm.input[1]].T, consts[b]
+        return None
+
+    fused, dead = {}, set()
+    for topk in [n for n in g.node if n.op_type == "TopK"]:
+        try:
+            sm = producer[topk.input[0]]
+            gate = linear(sm.input[0]) if sm.op_type == "Softmax" else None
+            if gate is None:
+                continue
+            x, gw, gb = gate
+            k = int(np.asarray(consts[topk.input[1]]).ravel()[0])
+            scat = sole(topk.output[1], "ScatterElements")
+            if scat is None or scat.input[2] != topk.output[0] or np.any(consts.get(scat.input[0], 1) != 0):
+                continue
+            unsq = sole(scat.output[0], "Unsqueeze")
+            mul = sole(unsq.output[0], "Mul") if unsq else None
+            rsum = sole(mul.output[0], "ReduceSum") if mul else None
+            cat = producer[mul.input[0] if mul.input[1] == unsq.output[0] else mul.input[1]] if rsum else None
+            if cat is None or cat.op_type != "Concat":
+                continue
+            experts, acts, chain = [], set(), [topk, scat, unsq, mul, rsum, cat]
+            for part in cat.input:
+                u = producer[part]
+                fc2 = linear(u.input[0]) if u.op_type == "Unsqueeze" else None
+                act = producer.get(fc2[0]) if fc2 else None
+                if act is None:
+                    raise KeyError
+                if act.op_type in ("Gelu", "Relu"):
+                    kind, pre = ("gelu" if act.op_type == "Gelu" else "relu"), act.input[0]
+                    at = {a.name: helper.get_attribute_value(a) for a in act.attribute}
+                    if at.get("approximate", b"none") not in (b"none", "none"):
+                        raise KeyError
+                elif act.op_type == "Mul" and any(producer.get(i) is not None and producer[i].op_type == "Sigmoid"
+                                                  for i in act.input):
+                    sig = next(producer[i] for i in act.input if producer.get(i) is not None
+                               and producer[i].op_type == "Sigmoid")
+                    kind, pre = "silu", sig.input[0]
+                else:
+                    raise KeyError
+                fc1 = linear(pre)
+                if fc1 is None or fc1[0] != x:
+                    raise KeyError
+                acts.add(kind)
+                experts.append((fc1[1], fc1[2], fc2[1], fc2[2]))
+                chain.append(u)
+            if len(acts) != 1:
+                continue
+        except (KeyError, AttributeError, IndexError, TypeError):
+            continue
+        name = rsum.name or rsum.output[0]
+        stacked = {"gate_w": gw, "gate_b": gb}
+        for j, key in enumerate(("w1", "b1", "w2", "b2")):
+            stacked[key] = np.stack([e[j] for e in experts])
+        inits = []
+        for key, value in stacked.items():
+            inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float64), f"{name}.{key}"))
+        fused[id(rsum)] = (helper.make_node("MoE", [x] + [t.name for t in inits], [rsum.output[0]], name=name,
+                                            domain=_DOMAIN, top_k=k, activation=acts.pop()), inits)
+        dead.update(id(n) for n in chain)
+    if not fused:
+        return proto
+    out = type(proto)()
+    out.CopyFrom(proto)
+    del out.graph.node[:]
+    for n in g.node:
+        if id(n) in fused:
+            node, inits = fused[id(n)]
+            out.graph.node.append(node)
+            out.graph.initializer.extend(inits)
+        elif id(n) not in dead:
+            out.graph.node.append(n)
+    return out
+
+
 def _translate(proto, name, input_shapes):
+    proto = _fuse_moe(_fuse_erf_gelu(proto))
     items = _scan(proto)
     if items:
         return None, items
-    proto = _fuse_erf_gelu(proto)
     imp = _Importer(proto, name, input_shapes)
     node = None
     try:
