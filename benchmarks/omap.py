@@ -8,15 +8,18 @@ count on the fixed schedule with the modelled memories (host 1 us round trip, HB
 uniform workload and under churn (delete a random item, insert a new key; 3N/8 commands, at
 most 300,000, so that each page is visited several times).
 
-Source: the golden model (``sim.omap``; cycle-level, the RTL must match it exactly), with
-page encryption off (addresses, lengths and cycles do not depend on it) and, for N >= 2^18,
-a numpy RNG instead of the ChaCha20 stream so that initialisation stays in seconds.
+Source: for N = 2^10 and 2^12 at alpha = 0.2 the generated RTL (``hw.omap``, Verilator through
+cocotb, 300 commands, full map), checked command by command against the golden model
+(responses, cycles, host log, host memory, HBM state); otherwise the golden model (``sim.omap``;
+cycle-level, identical to the RTL where both run) with page encryption off (addresses, lengths
+and cycles do not depend on it) and, for N >= 2^18, a numpy RNG instead of the ChaCha20 stream
+so that initialisation stays in seconds.
 
 Baselines (blocks per query, reads + writes, formulas in docs/omap.md): Path ORAM with the
 position map on chip 2Z(L+1); recursive Path ORAM 2Z sum_i (log2(N/chi^i) + 1); AVL-tree
 OMAP (Oblix / EnigMap) 1.44 log2(N) Path ORAM accesses. Z = 4, chi = 16.
 
-    python benchmarks/omap.py [--json] [--quick]
+    python benchmarks/omap.py [--json] [--quick] [--no-rtl]
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,6 +98,42 @@ def run_case(n: int, alpha: float, queries: int, seed: int = 1) -> dict:
     }
 
 
+def run_rtl_case(n: int, alpha: float, queries: int, work: Path, seed: int = 1) -> dict:
+    """The same workload on the generated RTL (Verilator), checked against the golden model."""
+    from celosia.omap import compare_rtl, run_rtl
+    from celosia.sim.omap_crypto import derive_keys
+
+    cfg = OmapConfig(n=n, value_bytes=8, alpha=alpha)
+    keys = derive_keys(seed)
+    items = [(k, k.to_bytes(8, "little")) for k in range(n)]
+    r = random.Random(seed)
+    cmds = []
+    for _ in range(queries):
+        k = r.randrange(n)
+        cmds.append((Op.GET, k, None) if r.random() < 0.5 else (Op.PUT, k, r.randbytes(8)))
+    gold = OmapModel(cfg, keys=keys)
+    gold.initialise(items)
+    expected = [gold.execute(c) for c in cmds]
+    t = time.time()
+    run = run_rtl(cfg, keys, items, cmds, work / f"rtl_{n}_{alpha}")
+    diffs = compare_rtl(gold, run, expected)
+    if diffs:
+        raise SystemExit(f"RTL differs from the golden model at N={n}: {diffs}")
+    bounds = run.accepts + [run.accepts[-1] + cfg.schedule.latency]
+    blocks = [sum(1 for c, *_ in run.host_log if lo <= c < hi) * cfg.p_cap for lo, hi in zip(bounds, bounds[1:])]
+    lat = [rc - a + 1 for a, rc in zip(run.accepts, run.response_cycles)]
+    mhz = cfg.timing.clock_mhz
+    return {
+        "n": n, "alpha": alpha, "p_cap": cfg.p_cap, "source": "rtl", "queries": queries, "rtl_matches_golden": True,
+        "blocks_per_query_mean": sum(blocks) / len(blocks), "blocks_per_query_max": max(blocks),
+        "blocks_expected": cfg.expected_blocks(), "blocks_worst_bound": 4 * cfg.p_cap,
+        "latency_cycles_mean": sum(lat) / len(lat), "latency_cycles_max": max(lat), "latency_us_max": max(lat) / mhz,
+        "clock_mhz": mhz, "init_cycles": run.accepts[0], "init_ms_at_clock": run.accepts[0] / mhz / 1000,
+        "peak_hbm_items_uniform": gold.peak_hbm_items, "halted": gold.halted is not None,
+        "model_seconds": time.time() - t,
+    }
+
+
 def churn_peak(n: int, alpha: float, queries: int, seed: int = 2) -> dict:
     """Peak HBM items under churn at full load: delete a random live key, insert a fresh one."""
     m = make(n, alpha, seed)
@@ -118,26 +159,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print the results as JSON on the last line")
     ap.add_argument("--quick", action="store_true", help="N <= 2^14 only")
+    ap.add_argument("--no-rtl", action="store_true", help="golden model only (no Verilator builds)")
     args = ap.parse_args()
     exps = [10, 12, 14] if args.quick else [10, 12, 14, 16, 18, 20]
+    rtl_exps = () if args.no_rtl else ((10,) if args.quick else (10, 12))
     cases = []
+    work = Path(tempfile.mkdtemp(prefix="omap_bench_"))
     for e in exps:
         n = 2**e
         alphas = (0.1, 0.2, 0.3) if e in (10, 16) else (0.2,)
         for a in alphas:
             queries = 4000 if e <= 14 else (2000 if e <= 18 else 1500)
-            row = run_case(n, a, queries)
+            if e in rtl_exps and a == 0.2:
+                row = run_rtl_case(n, a, 300, work)
+            else:
+                row = run_case(n, a, queries)
             # churn long enough that every page is visited a few times (steady-state queues)
             row.update(churn_peak(n, a, max(2 * queries, min(3 * n // 8, 300_000))))
             row["peak_hbm_fraction"] = max(row["peak_hbm_items_uniform"], row["peak_hbm_items_churn"]) / n
             row.update(path_oram=path_oram(n), recursive_path_oram=recursive_path_oram(n), avl_omap=round(avl_omap(n)))
             cases.append(row)
             print(f"  N=2^{e} alpha={a}: {row['blocks_per_query_mean']:.1f} blocks/query", file=sys.stderr)
+    shutil.rmtree(work, ignore_errors=True)
     baselines = [{"n": 2**e, "path_oram": path_oram(2**e), "recursive_path_oram": recursive_path_oram(2**e),
                   "avl_omap": round(avl_omap(2**e))} for e in exps]
     payload = {
         "cases": cases, "baselines": baselines,
-        "notes": "source golden = cycle-level golden model (sim.omap); block = one page slot; "
+        "notes": "source rtl = generated RTL on Verilator, checked against the golden model; source golden = "
+                 "cycle-level golden model (sim.omap); block = one page slot; "
                  "host 1000 ns / HBM 100 ns round trip at 300 MHz; baseline formulas in docs/omap.md",
     }
     emit("omap", cases, ["n", "alpha", "p_cap", "blocks_per_query_mean", "blocks_per_query_max", "blocks_expected",

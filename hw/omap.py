@@ -407,21 +407,18 @@ class OmapUnit(wiring.Component):
                     m.d.sync += out[0].eq(Cat(Const(1, 64), cte[0], mac0.tag))
                     m.next = "P_WRITE"
             with m.State("P_WRITE"):
-                with m.If(t_init == N * s.ingest + page_i * s.init_page):
+                with m.If(t_init >= N * s.ingest + (page_i + 1) * s.init_page):  # '>' only if late
                     m.d.comb += init_write.eq(1)
                     m.d.sync += page_i.eq(page_i + 1)
-                    with m.If(page_i == M - 1):
-                        m.next = "P_END"
+                    with m.If(page_i == M - 1):  # the pass ends with the last page: check capacity
+                        with m.If((hbm_count + queued > cfg.hbm_items) | (queued > cfg.queue_items)):
+                            m.d.sync += [halted.eq(1), fatal.eq(Status.FATAL_CAPACITY)]
+                        m.d.sync += [in_init.eq(0), self.initialised.eq(1), init_item.eq(0)]
+                        m.next = "IDLE"
                     with m.Else():
                         m.next = "P_BUILD"
-                with m.Elif(t_init > N * s.ingest + page_i * s.init_page):
-                    m.d.sync += self.late.eq(1)
-            with m.State("P_END"):
-                with m.If(t_init == N * s.ingest + M * s.init_page):
-                    with m.If((hbm_count + queued > cfg.hbm_items) | (queued > cfg.queue_items)):
-                        m.d.sync += [halted.eq(1), fatal.eq(Status.FATAL_CAPACITY)]
-                    m.d.sync += [in_init.eq(0), self.initialised.eq(1), init_item.eq(0)]
-                    m.next = "IDLE"
+                    with m.If(t_init > N * s.ingest + (page_i + 1) * s.init_page):
+                        m.d.sync += self.late.eq(1)
 
             # ======================= one command ==============================================
             with m.State("IDLE"):
@@ -672,7 +669,7 @@ class OmapUnit(wiring.Component):
                     m.next = "WAIT_RESP"
             with m.State("WAIT_RESP"):
                 m.d.sync += responded.eq(1)
-                with m.If(t == s.respond):
+                with m.If(t >= s.respond):  # '>' only if late (flagged), never a hang
                     m.d.comb += [self.resp.valid.eq(1), self.resp.payload.eq(Cat(status, rval))]
                     m.d.sync += active.eq(0)
                     m.next = "IDLE"

@@ -290,7 +290,7 @@ class Schedule(NamedTuple):
     pass's cycles per input slot and per page written.
 
     The windows are those of the RTL datapath (``hw.omap``): SipHash-2-4 absorbs one word per
-    cycle and finalizes in two, the ChaCha20 core makes a 64-byte block every 22 cycles, the
+    cycle and finalizes in two, the ChaCha20 core makes a 64-byte block every 24 cycles, the
     index bucket is scanned one entry per cycle, the eviction queue moves one item per three
     cycles. Each window is the larger of what the modelled memories and the datapath need.
     """
@@ -313,7 +313,7 @@ class Schedule(NamedTuple):
         mac = (12 + cfg.ct_bytes) // 8 + 1 + 2 + 3  # words + finalization + handshakes
         hash_ = cfg.key_bytes // 8 + 1 + 2 + 3
         ks_blocks = -(-cfg.ct_bytes // 64)
-        chacha = 22
+        chacha = 24  # a block every 22 cycles plus the request and store handshakes
         pairs = 2 * (chacha + 4)  # the sampler may need a refill for the second pair
         front = hash_ + pairs + cfg.bucket_width + 8  # hash, two pairs, full bucket scan, decide
         idx_done = t.hbm_latency + t.hbm_beats(cfg.bucket_bytes)
@@ -584,7 +584,8 @@ class OmapModel:
                 self.queued += len(mine) - cfg.p_cap
             self.peak_page_load = max(self.peak_page_load, min(len(mine), cfg.p_cap))
             self.versions[m] = 1
-            self.host.write(t + m * pb, self.page_address(b), self._encode(m, 1, slots))
+            # page m is built (flush, keystream, encrypt, MAC) in the slot before its write
+            self.host.write(t + (m + 1) * pb, self.page_address(b), self._encode(m, 1, slots))
         self.cycle = t + cfg.host_pages * pb + 1
         self._track()
         if self.hbm_items() > cfg.hbm_items or self.queued > cfg.queue_items:
