@@ -154,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def model_args(sp):
-        sp.add_argument("model", help="zoo model name (see `celosia zoo`)")
+        sp.add_argument("model", help="zoo model name (see `celosia zoo`) or .onnx file")
         sp.add_argument("--board", default="ulx3s-85f", help="target board (see `celosia boards`)")
         sp.add_argument("--quant", default="w8a16", help="precision preset, e.g. w8a16, w16a16")
         sp.add_argument("--batch", type=int, default=1, help="rows per inference")
