@@ -13,13 +13,15 @@ controllers and testbenches can build payloads without instantiating the array.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from celosia.errors import HardwareGenerationError
 from celosia.hw.dsp import ecp5_registered_multiplier as _ecp5_registered_multiplier
+from celosia.hw.gelu import Gelu
+from celosia.ir.numerics import Fixed
 
 __all__ = [
     "LinearConfig",
@@ -57,6 +59,9 @@ OUT_BITS_WIDTH = 5
 #: ``out_bits``
 #:     Saturate to the signed ``out_bits``-bit range; values outside ``2..act_bits`` are clamped
 #:     into it.
+#: ``gelu``
+#:     Apply GELU (erf form, :func:`celosia.ir.gelu.gelu_int` in the array's ``gelu_fmt``) after
+#:     saturation and ReLU; ignored by an array generated without ``gelu_frac``.
 LinearConfig = data.StructLayout(
     {
         "shift": unsigned(6),
@@ -65,6 +70,7 @@ LinearConfig = data.StructLayout(
         "relu": unsigned(1),
         "residual": unsigned(1),
         "out_bits": unsigned(OUT_BITS_WIDTH),
+        "gelu": unsigned(1),
     }
 )
 
@@ -185,6 +191,10 @@ class LinearArray(wiring.Component):
     fifo_depth : int, optional
         Entries of the output FIFO, ≥ 2. The default, ``latency + 1``, is the smallest depth that
         sustains one beat per cycle while ``y.ready`` is held high.
+    gelu_frac : int, optional
+        Generate the GELU epilogue: ``cols`` lanes of :class:`celosia.hw.gelu.Gelu` in
+        ``Fixed(act_bits, gelu_frac)`` (3 ≤ gelu_frac ≤ act_bits − 2), applied to a job's outputs
+        when its ``cfg.gelu`` is set (``gelu_int(linear_int(...))``); adds the GELU latency.
 
     Attributes
     ----------
@@ -262,6 +272,7 @@ class LinearArray(wiring.Component):
         tree_levels_per_stage: int = 1,
         mult_regs: int = 2,
         fifo_depth: int | None = None,
+        gelu_frac: int | None = None,
     ):
         _check_int("rows", rows, 1, None, "the array needs at least one row (K tile of 1 or more)")
         _check_int("cols", cols, 1, None, "the array needs at least one column (N tile of 1 or more)")
@@ -316,6 +327,17 @@ class LinearArray(wiring.Component):
         self._t_tree, self._t_addend, self._t_fin, self._t_out, self.latency = self._timing(
             rows, tree_levels_per_stage, mult_regs
         )
+
+        # optional GELU epilogue: one lane per column, in and out format Fixed(act_bits, gelu_frac)
+        self.gelu = None
+        if gelu_frac is not None:
+            _check_int("gelu_frac", gelu_frac, 3, act_bits - 2,
+                       "GELU needs a signed format with at least 3 fractional bits and 2 integer bits")
+            self.gelu_fmt = Fixed(act_bits, gelu_frac)
+            self.gelu = Gelu(self.gelu_fmt, self.gelu_fmt, lanes=cols)
+            self.gelu._MustUse__silence = True  # elaborated as a submodule; silence if never built
+            self._t_out += self.gelu.latency
+            self.latency += self.gelu.latency
 
         if fifo_depth is None:
             fifo_depth = self.latency + 1
@@ -572,6 +594,16 @@ class LinearArray(wiring.Component):
             m.d.sync += ys.eq(Mux(gt, bound_hi2[:A], Mux(lt, bound_lo2[:A], y0d)))
             outs.append(ys)
 
+        t_y = self._t_out - (self.gelu.latency if self.gelu is not None else 0)
+        if self.gelu is not None:
+            # GELU lanes never stall (o.ready = 1): a fixed delay, matched on the bypass path
+            v_y, info_y = ctrl(t_y)
+            m.submodules.gelu = g = self.gelu
+            m.d.comb += [g.i.valid.eq(v_y & info_y.last), g.o.ready.eq(1)]
+            m.d.comb += [g.i.payload[c].eq(outs[c]) for c in range(C)]
+            _, info_o = ctrl(self._t_out)
+            outs = [Mux(info_o.cfg.gelu, g.o.payload[c], delay(outs[c], g.latency, signed(A), f"y_bypass_c{c}"))
+                    for c in range(C)]
         v_o, info_o = ctrl(self._t_out)
         m.d.comb += [
             fifo.w_en.eq(v_o & info_o.last),

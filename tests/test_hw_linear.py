@@ -54,7 +54,7 @@ def test_interface_shapes():
     assert dut.x_layout.size == 4 * 16 + 3 * 40 + 3 * 16 + 2
     assert dut.w_layout.size == 4 * 3 * 8
     assert dut.y_layout.size == 3 * 16
-    assert LinearConfig.size == 6 + 6 + 2 + 1 + 1 + 5
+    assert LinearConfig.size == 6 + 6 + 2 + 1 + 1 + 5 + 1  # shift, res_shift, rounding, relu, residual, out_bits, gelu
     assert dut.latency >= 10 and dut.fifo_depth == dut.latency + 1
     assert dut.latency == LinearArray.pipeline_latency(4)
     # A deeper tree is one more pipeline stage per level once it is the longest path.
@@ -121,3 +121,23 @@ def test_ecp5_dsp_variant_matches_golden(tmp_path):
                 "latency": dut.latency, "fifo_depth": dut.fifo_depth, "seed": 21, "jobs": 150},
     )
     assert sorted(result.tests) == ["full_throughput", "random_backpressure"]
+
+
+@pytest.mark.slow
+def test_gelu_epilogue_matches_golden(tmp_path):
+    """The GELU epilogue (``gelu_frac``): jobs with and without cfg.gelu, random backpressure;
+    every output equals gelu_int(linear_int(...)) in Fixed(act_bits, gelu_frac), bit for bit."""
+    dut = LinearArray(4, 3, 16, 8, 40, gelu_frac=12)
+    assert dut.latency == LinearArray.pipeline_latency(4) + dut.gelu.latency
+    result = run_cocotb(
+        dut, "linear_gelu_top", "linear_tb", tmp_path,
+        params={"rows": 4, "cols": 3, "act_bits": 16, "weight_bits": 8, "acc_bits": 40,
+                "latency": dut.latency, "fifo_depth": dut.fifo_depth, "seed": 5, "jobs": 120,
+                "gelu_frac": 12},
+    )
+    assert sorted(result.tests) == ["full_throughput", "random_backpressure"]
+
+
+def test_gelu_epilogue_rejects_bad_format():
+    with pytest.raises(HardwareGenerationError, match="gelu_frac"):
+        LinearArray(4, 3, 16, 8, 40, gelu_frac=15)

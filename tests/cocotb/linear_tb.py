@@ -20,6 +20,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from celosia.hw.linear import x_beat_layout, w_tile_layout, y_beat_layout
+from celosia.ir.gelu import gelu_int
 from celosia.ir.numerics import Fixed, Rounding, linear_int, shift_round
 from celosia.sim.cocotb_runner import tb_params
 
@@ -79,6 +80,7 @@ class Params:
         self.fifo_depth = p["fifo_depth"]
         self.seed = p.get("seed", 1)
         self.jobs = p.get("jobs", 20)
+        self.gelu_frac = p.get("gelu_frac")  # the array's GELU epilogue format, if generated
         self.x_layout = x_beat_layout(self.R, self.C, self.A, self.P)
         self.w_layout = w_tile_layout(self.R, self.C, self.W)
         self.y_layout = y_beat_layout(self.C, self.A)
@@ -145,10 +147,14 @@ class Job:
             rounding = int(rng.integers(0, 3))
         relu = bool(rng.random() < 0.4)
 
+        gelu = prm.gelu_frac is not None and bool(rng.random() < 0.5)
         self.cfg = dict(shift=shift, res_shift=res_shift, rounding=rounding, relu=int(relu),
-                        residual=int(residual), out_bits=out_bits)
+                        residual=int(residual), out_bits=out_bits, gelu=int(gelu))
         y = linear_int(x, w, bias, Fixed(out_bits, 0), shift, ROUNDINGS[rounding], relu,
                        res if residual else None, res_shift)
+        if gelu:  # the epilogue's GELU works in Fixed(act_bits, gelu_frac)
+            g = Fixed(A, prm.gelu_frac)
+            y = gelu_int(y, g, g)
 
         # Coverage statistics of the epilogue corner cases.
         rounded = shift_round(acc, shift, ROUNDINGS[rounding])
