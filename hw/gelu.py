@@ -158,13 +158,7 @@ class Gelu(wiring.Component):
         m.submodules.rom = rom = Memory(shape=unsigned(w0 + w1 + w2), depth=tab.n_seg, init=tab.words())
         adv = Signal()  # the whole pipeline moves this cycle
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
-        valid = self.i.valid
-        for k in range(self.latency):
-            v = Signal(name=f"v{k + 1}")
-            with m.If(adv):
-                m.d.sync += v.eq(valid)
-            valid = v
-        m.d.comb += self.o.valid.eq(valid)
+        m.d.comb += self.o.valid.eq(Pipeline(m, adv).valid_chain(self.i.valid, self.latency))
         for lane in range(self.lanes):
             out = self._datapath(Pipeline(m, adv, prefix=f"l{lane}_", ecp5=is_ecp5(platform)), self.i.payload[lane], rom)
             m.d.comb += self.o.payload[lane].eq(out.value)

@@ -276,13 +276,7 @@ class _Norm(wiring.Component):
             g = gwd.map(lambda v: v[ln * gw:(ln + 1) * gw].as_signed())
             b = None if bwd is None else bwd.map(lambda v: v[ln * bw:(ln + 1) * bw].as_signed())
             outs.append(self._out_path(opipe, ln, q, g, b, rowv))
-        vs = iss
-        for k in range(self.out_latency):
-            v = Signal(name=f"vo{k + 1}")
-            with m.If(adv):
-                m.d.sync += v.eq(vs)
-            vs = v
-        m.d.comb += self.o.valid.eq(vs)
+        m.d.comb += self.o.valid.eq(opipe.valid_chain(iss, self.out_latency))
         m.d.comb += [self.o.payload[ln].eq(o.value) for ln, o in enumerate(outs)]
         with m.If(adv & iss):
             m.d.sync += rcnt.eq(rcnt + 1)

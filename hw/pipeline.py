@@ -27,7 +27,7 @@ from amaranth.hdl import Const, Module, Shape, Signal, Value, unsigned
 from amaranth.lib.memory import Memory
 from celosia.hw.dsp import ecp5_registered_multiplier
 
-__all__ = ["Tap", "Pipeline", "CHUNK", "partials_of"]
+__all__ = ["Tap", "Pipeline", "CHUNK"]
 
 #: Bits of one unsigned operand slice: an 18×18 signed DSP multiplies 17-bit unsigned slices.
 CHUNK = 17
@@ -85,10 +85,6 @@ def _factor_pairs(a: Value, b) -> list[tuple[Value, Value, int]]:
     return [(x, y, sx + sy) for x, sx in _slices(Value.cast(a)) for y, sy in bs]
 
 
-def partials_of(a: Value, b) -> list[tuple[Value, int]]:
-    """Partial products ``(a_i·b_j, shift)`` of ``a·b`` with each factor pair fitting one 18×18 DSP."""
-    return [(x * y, sh) for x, y, sh in _factor_pairs(a, b)]
-
 
 class Pipeline:
     """Registers of one stall-as-a-whole pipeline.
@@ -125,6 +121,16 @@ class Pipeline:
         if self.m is not None:
             with self.m.If(self.en):
                 self.m.d.sync += reg.eq(value)
+
+    def valid_chain(self, valid, stages: int, name: str = "valid") -> Value:
+        """``valid`` delayed by ``stages`` enabled registers (with reset, unlike the datapath)."""
+        for k in range(stages):
+            v = Signal(name=f"{self.prefix}{name}_s{k + 1}")
+            if self.m is not None:
+                with self.m.If(self.en):
+                    self.m.d.sync += v.eq(valid)
+            valid = v
+        return valid
 
     def input(self, value, stage: int = 0) -> Tap:
         """A value the unit presents at ``stage`` (default: the accepted input)."""

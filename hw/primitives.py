@@ -83,15 +83,10 @@ class _Unit(wiring.Component):
         m = Module()
         adv = Signal(name="adv")
         m.d.comb += [adv.eq(~self.y.valid | self.y.ready), self.x.ready.eq(adv)]
-        valid = self.x.valid
-        for k in range(self.latency):
-            v = Signal(name=f"valid_s{k + 1}")
-            with m.If(adv):
-                m.d.sync += v.eq(valid)
-            valid = v
-        out = self._datapath(Pipeline(m, adv, ecp5=is_ecp5(platform)), self.x.payload)
+        pipe = Pipeline(m, adv, ecp5=is_ecp5(platform))
+        out = self._datapath(pipe, self.x.payload)
         assert out.stage == self.latency
-        m.d.comb += [self.y.valid.eq(valid), self.y.payload.eq(out.value)]
+        m.d.comb += [self.y.valid.eq(pipe.valid_chain(self.x.valid, self.latency)), self.y.payload.eq(out.value)]
         return m
 
     def _saturate_round(self, p: Pipeline, sh: Tap, pos: Tap | None = None) -> Tap:
