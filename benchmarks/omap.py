@@ -27,16 +27,14 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit  # noqa: E402
-
-from celosia.sim.omap import FastRNG, OmapConfig, OmapModel, Op  # noqa: E402
+from _common import emit
+from celosia.sim.omap import FastRNG, OmapConfig, OmapModel, Op
 
 Z, CHI = 4, 16
 SPEC_HBM_BOUND_RATIO = 296_720 / 2**20  # the spec's bound at N = 2^20, alpha = 0.2
@@ -100,8 +98,9 @@ def run_case(n: int, alpha: float, queries: int, seed: int = 1) -> dict:
 
 def run_rtl_case(n: int, alpha: float, queries: int, work: Path, seed: int = 1) -> dict:
     """The same workload on the generated RTL (Verilator), checked against the golden model."""
-    from celosia.omap import compare_rtl, run_rtl
     from celosia.sim.omap_crypto import derive_keys
+
+    from celosia.omap import compare_rtl, run_rtl
 
     cfg = OmapConfig(n=n, value_bytes=8, alpha=alpha)
     keys = derive_keys(seed)
@@ -164,7 +163,7 @@ def main() -> None:
     exps = [10, 12, 14] if args.quick else [10, 12, 14, 16, 18, 20]
     rtl_exps = () if args.no_rtl else ((10,) if args.quick else (10, 12))
     cases = []
-    work = Path(tempfile.mkdtemp(prefix="omap_bench_"))
+    work = Path(tempfile.gettempdir()) / "celosia_omap_bench"  # kept: reruns reuse the Verilator builds
     for e in exps:
         n = 2**e
         alphas = (0.1, 0.2, 0.3) if e in (10, 16) else (0.2,)
@@ -180,7 +179,6 @@ def main() -> None:
             row.update(path_oram=path_oram(n), recursive_path_oram=recursive_path_oram(n), avl_omap=round(avl_omap(n)))
             cases.append(row)
             print(f"  N=2^{e} alpha={a}: {row['blocks_per_query_mean']:.1f} blocks/query", file=sys.stderr)
-    shutil.rmtree(work, ignore_errors=True)
     baselines = [{"n": 2**e, "path_oram": path_oram(2**e), "recursive_path_oram": recursive_path_oram(2**e),
                   "avl_omap": round(avl_omap(2**e))} for e in exps]
     payload = {

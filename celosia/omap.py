@@ -19,8 +19,16 @@ from celosia.errors import CelosiaError, OutputExistsError, SimulationError
 from celosia.sim.omap import OmapConfig, OmapModel, Op, Response, Status
 from celosia.sim.omap_crypto import OmapKeys, derive_keys
 
-__all__ = ["Client", "OmapStatusError", "generate", "run_rtl", "RtlRun", "encode_command", "compare_rtl",
-           "golden_state"]
+__all__ = [
+    "Client",
+    "OmapStatusError",
+    "RtlRun",
+    "compare_rtl",
+    "encode_command",
+    "generate",
+    "golden_state",
+    "run_rtl",
+]
 
 
 class OmapStatusError(CelosiaError):
@@ -280,13 +288,17 @@ def run_rtl(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, tamper=N
         "out": str(out), "dump": [[k, depth[nm]] for k, nm in enumerate(names)],
         "tamper": {str(cfg.n + k): v for k, v in tamper.items()},
     }}
-    run_cocotb(unit, "omap_unit_top", "omap_tb", build_dir, testcase="unit_trace", params=params)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    pfile = build_dir / f"unit_params_{tag}.json"  # the environment cannot carry large command lists
+    pfile.write_text(json.dumps(params["unit"]))
+    run_cocotb(unit, "omap_unit_top", "omap_tb", build_dir, testcase="unit_trace",
+               params={"unit_file": str(pfile)})
     return RtlRun(cfg, json.loads(out.read_text()), unit, names)
 
 
 def compare_rtl(model: OmapModel, run: RtlRun, responses) -> list[str]:
     """Differences between a golden-model run and an RTL run of the same commands (empty if none)."""
-    cfg, s = model.cfg, model.cfg.schedule
+    s = model.cfg.schedule
     diffs = []
     if run.late:
         diffs.append("the RTL missed a window of the schedule")
@@ -348,9 +360,9 @@ def _write_rtl(cfg: OmapConfig, seed: int, folder, say):
              "ports": {"cmd": unit.cmd_w, "resp": 8 + 8 * cfg.value_bytes, "host_req": 97 + unit.page_bits,
                        "host_rdata": unit.page_bits},
              "latency_cycles": s.latency, "init_cycles": cfg.n * s.ingest + cfg.host_pages * s.init_page + 1},
-            "HBM regions are on-chip memories and the host port is a page-wide request/response port "
-            "(AXI4 wrapping not generated); keys are elaboration-time constants derived from key_seed "
-            "(evaluation only)")
+            ("HBM regions are on-chip memories and the host port is a page-wide request/response port "
+             "(AXI4 wrapping not generated); keys are elaboration-time constants derived from key_seed "
+             "(evaluation only)"))
 
 
 def generate(capacity: int, value_bytes: int, output, *, alpha: float = 0.2, force: bool = False,

@@ -35,13 +35,13 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-
-from celosia.errors import HardwareGenerationError
 from celosia.hw.omap_crypto import ChaCha20Core, PairSampler, SipHash24Core
 from celosia.sim.omap import OmapConfig, Status
 from celosia.sim.omap_crypto import OmapKeys
 
-__all__ = ["OmapUnit", "DBG"]
+from celosia.errors import HardwareGenerationError
+
+__all__ = ["DBG", "OmapUnit"]
 
 #: dbg_sel values
 DBG = {"index": 0, "pool": 1, "loads": 2, "versions": 3, "qhead": 4, "qtail": 5, "counters": 6}
@@ -394,18 +394,16 @@ class OmapUnit(wiring.Component):
                 m.d.sync += [ks_m[2].eq(page_i), ks_v[2].eq(1), ks_en.eq(0b0100)]
                 m.d.comb += ks_go.eq(1)
                 m.next = "P_ENC"
-            with m.State("P_ENC"):
-                with m.If(ks_done[2] & ~ks_go):
-                    m.d.sync += cte[0].eq(pt[0] ^ keystream(2))
-                    m.next = "P_MAC"
+            with m.State("P_ENC"), m.If(ks_done[2] & ~ks_go):
+                m.d.sync += cte[0].eq(pt[0] ^ keystream(2))
+                m.next = "P_MAC"
             with m.State("P_MAC"):
                 m.d.comb += [mac0.start.eq(1), mac0.data.eq(mac_msg(page_i, Const(1, 64), cte[0]))]
                 wr("versions", page_i, 1)
                 m.next = "P_TAG"
-            with m.State("P_TAG"):
-                with m.If(mac0.done):
-                    m.d.sync += out[0].eq(Cat(Const(1, 64), cte[0], mac0.tag))
-                    m.next = "P_WRITE"
+            with m.State("P_TAG"), m.If(mac0.done):
+                m.d.sync += out[0].eq(Cat(Const(1, 64), cte[0], mac0.tag))
+                m.next = "P_WRITE"
             with m.State("P_WRITE"):
                 with m.If(t_init >= N * s.ingest + (page_i + 1) * s.init_page):  # '>' only if late
                     m.d.comb += init_write.eq(1)
@@ -678,7 +676,6 @@ class OmapUnit(wiring.Component):
     @staticmethod
     def _unlink(m, rd, wr, free_push, slot_, page, queued, pw):
         """Remove pool slot ``slot_`` from the queue of ``page`` and free it (one cycle)."""
-        NULL = 1 << pw
         p = rd("prev", slot_)
         n = rd("next", slot_)
         with m.If(p[pw]):

@@ -24,7 +24,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ChaCha20Core", "SipHash24Core", "PairSampler", "chacha_round", "sip_round"]
+__all__ = ["ChaCha20Core", "PairSampler", "SipHash24Core", "chacha_round", "sip_round"]
 
 _M32 = 0xFFFFFFFF
 _M64 = 0xFFFFFFFFFFFFFFFF
@@ -238,13 +238,11 @@ class PairSampler(wiring.Component):
         # consume one word per cycle while the output register is free
         with m.Elif((left != 0) & ~self.pair.valid):
             m.d.sync += [buf.eq(buf >> 32), left.eq(left - 1)]
-            with m.If(~have_d1):
-                with m.If(word < lim_b):
-                    m.d.sync += [d1.eq(word % b), have_d1.eq(1)]
-            with m.Else():
-                with m.If(word < lim_b1):
-                    t = Signal(w)
-                    m.d.comb += t.eq(word % (b - 1))
-                    m.d.sync += [self.pair.payload.eq(Cat(d1, Mux(t >= d1, t + 1, t)[:w])),
-                                 self.pair.valid.eq(1), have_d1.eq(0)]
+            with m.If(~have_d1), m.If(word < lim_b):
+                m.d.sync += [d1.eq(word % b), have_d1.eq(1)]
+            with m.Else(), m.If(word < lim_b1):
+                t = Signal(w)
+                m.d.comb += t.eq(word % (b - 1))
+                m.d.sync += [self.pair.payload.eq(Cat(d1, Mux(t >= d1, t + 1, t)[:w])),
+                             self.pair.valid.eq(1), have_d1.eq(0)]
         return m

@@ -28,13 +28,12 @@ from __future__ import annotations
 import math
 import struct
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-
-from celosia.errors import HardwareGenerationError, SimulationError
 from celosia.sim.omap_crypto import (
     ChaChaRNG,
     OmapKeys,
@@ -47,15 +46,17 @@ from celosia.sim.omap_crypto import (
 )
 from celosia.sim.omap_memory import HbmChannel, HostMemory, MemoryTiming, Transaction
 
+from celosia.errors import HardwareGenerationError, SimulationError
+
 __all__ = [
-    "Op",
-    "Status",
-    "Response",
-    "OmapConfig",
-    "Schedule",
-    "QueryRecord",
-    "OmapModel",
     "FastRNG",
+    "OmapConfig",
+    "OmapModel",
+    "Op",
+    "QueryRecord",
+    "Response",
+    "Schedule",
+    "Status",
     "default_p_cap",
 ]
 
@@ -257,7 +258,7 @@ class OmapConfig:
         return f
 
     @property
-    def schedule(self) -> "Schedule":
+    def schedule(self) -> Schedule:
         return Schedule.of(self)
 
     def summary(self) -> dict:
@@ -307,7 +308,7 @@ class Schedule(NamedTuple):
     init_page: int
 
     @staticmethod
-    def of(cfg: OmapConfig) -> "Schedule":
+    def of(cfg: OmapConfig) -> Schedule:
         t = cfg.timing
         pb = t.host_beats(cfg.page_bytes)
         mac = (12 + cfg.ct_bytes) // 8 + 1 + 2 + 3  # words + finalization + handshakes
@@ -372,7 +373,7 @@ class FastRNG:
 class _Entry:
     """Index entry: candidate bins and the bin holding the item."""
 
-    __slots__ = ("d1", "d2", "bin", "bucket")
+    __slots__ = ("bin", "bucket", "d1", "d2")
 
     def __init__(self, d1: int, d2: int, bin_: int, bucket: int):
         self.d1, self.d2, self.bin, self.bucket = d1, d2, bin_, bucket

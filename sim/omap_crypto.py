@@ -22,16 +22,16 @@ import hashlib
 import struct
 
 __all__ = [
+    "ChaChaRNG",
+    "OmapKeys",
     "chacha20_block",
     "chacha20_xor",
+    "derive_keys",
+    "distinct_pair",
     "page_keystream",
+    "page_mac",
     "page_nonce",
     "siphash24",
-    "page_mac",
-    "ChaChaRNG",
-    "distinct_pair",
-    "derive_keys",
-    "OmapKeys",
 ]
 
 _M32 = 0xFFFFFFFF

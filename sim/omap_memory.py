@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["Transaction", "Channel", "HostMemory", "HbmChannel", "MemoryTiming"]
+__all__ = ["Channel", "HbmChannel", "HostMemory", "MemoryTiming", "Transaction"]
 
 
 class Transaction(NamedTuple):

@@ -4,8 +4,6 @@ initialisation, bad commands, capacity (tier 6) and integrity (tier 7) of shared
 import random
 
 import pytest
-
-from celosia.errors import HardwareGenerationError
 from celosia.sim.omap import OmapConfig, OmapModel, Op, Response, Status, default_p_cap
 from celosia.sim.omap_crypto import (
     ChaChaRNG,
@@ -15,6 +13,8 @@ from celosia.sim.omap_crypto import (
     page_keystream,
     siphash24,
 )
+
+from celosia.errors import HardwareGenerationError
 
 KEYS = derive_keys(7)
 

@@ -19,10 +19,17 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-
 from celosia.hw.omap_crypto import ChaCha20Core, PairSampler, SipHash24Core
 from celosia.sim.cocotb_runner import run_cocotb
-from celosia.sim.omap_crypto import ChaChaRNG, chacha20_block, derive_keys, distinct_pair, siphash24
+from celosia.sim.omap_crypto import (
+    ChaChaRNG,
+    chacha20_block,
+    derive_keys,
+    distinct_pair,
+    siphash24,
+)
+
+pytestmark = pytest.mark.slow  # Verilator builds; still run by default
 
 KEYS = derive_keys(5)
 
@@ -35,15 +42,17 @@ def _words(msg: bytes) -> list[int]:
 
 
 class CryptoCores(wiring.Component):
-    """Test wrapper: every crypto core in one design, so one Verilator build tests them all."""
+    """Test wrapper: the ChaCha20 and SipHash cores in one design (one Verilator build). The
+    pair sampler is checked with a small bin count here and, inside the unit, by the tier-1
+    test (every revealed pair is in the host log)."""
 
     def __init__(self, sampler_bins):
         self.samplers = {f"ps{b}": PairSampler(b) for b in sampler_bins}
         members = {"cc_key": In(256), "cc_req": In(stream.Signature(128)), "cc_blk": Out(stream.Signature(512)),
                    "sh_key": In(128), "sh_msg": In(stream.Signature(65)), "sh_tag": Out(stream.Signature(64))}
-        for name, s in self.samplers.items():
+        for name, smp in self.samplers.items():
             members[f"{name}_key"] = In(256)
-            members[f"{name}_pair"] = Out(stream.Signature(2 * s.w))
+            members[f"{name}_pair"] = Out(stream.Signature(2 * smp.w))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -55,10 +64,10 @@ class CryptoCores(wiring.Component):
         wiring.connect(m, cc.blk, wiring.flipped(self.cc_blk))
         wiring.connect(m, wiring.flipped(self.sh_msg), sh.msg)
         wiring.connect(m, sh.tag, wiring.flipped(self.sh_tag))
-        for name, s in self.samplers.items():
-            m.submodules[name] = s
-            m.d.comb += s.key.eq(getattr(self, f"{name}_key"))
-            wiring.connect(m, s.pair, wiring.flipped(getattr(self, f"{name}_pair")))
+        for name, smp in self.samplers.items():
+            m.submodules[name] = smp
+            m.d.comb += smp.key.eq(getattr(self, f"{name}_key"))
+            wiring.connect(m, smp.pair, wiring.flipped(getattr(self, f"{name}_pair")))
         return m
 
 
@@ -79,13 +88,14 @@ def test_crypto_cores_match_reference(tmp_path):
         "requests": [_words(mm) for mm in msgs], "expected": [siphash24(skey, mm) for mm in msgs],
     }
     assert siphash["expected"][0] == 0xA129CA6149BE45E5  # the SipHash paper's vector
-    dut = CryptoCores((3, 128))
+    dut = CryptoCores((3,))
     pairs = []
-    for name, s in dut.samplers.items():
+    for name, smp in dut.samplers.items():
         rng = ChaChaRNG(KEYS.rng)
-        pairs.append({"prefix": name, "key": int.from_bytes(KEYS.rng, "little"), "w": s.w, "seed": s.bins,
-                      "expected": [list(distinct_pair(rng, s.bins)) for _ in range(100)]})
-    res = run_cocotb(dut, "omap_crypto_top", "omap_tb", tmp_path, testcase=["chacha_blocks", "siphash_tags", "sampler_pairs"],
+        pairs.append({"prefix": name, "key": int.from_bytes(KEYS.rng, "little"), "w": smp.w, "seed": smp.bins,
+                      "expected": [list(distinct_pair(rng, smp.bins)) for _ in range(100)]})
+    res = run_cocotb(dut, "omap_crypto_top", "omap_tb", tmp_path,
+                     testcase=["chacha_blocks", "siphash_tags", "sampler_pairs"],
                      params={"chacha": chacha, "siphash": siphash, "pairs": pairs})
     assert sorted(res.tests) == ["chacha_blocks", "sampler_pairs", "siphash_tags"]
 
@@ -131,8 +141,9 @@ UNIT_SEED = 21
 
 
 def test_unit_matches_golden_model(unit_build):
-    from celosia.omap import compare_rtl, run_rtl
     from celosia.sim.omap import OmapConfig, Status
+
+    from celosia.omap import compare_rtl, run_rtl
 
     cfg = OmapConfig(**UNIT_CFG)
     keys = derive_keys(UNIT_SEED)

@@ -22,8 +22,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
-from celosia.sim.omap import OmapConfig, OmapModel, Op, Status
+from celosia.sim.omap import OmapConfig, OmapModel, Op
 from celosia.sim.omap_crypto import derive_keys
 
 KEYS = derive_keys(11)
