@@ -625,8 +625,9 @@ class OmapUnit(wiring.Component):
                 used = hbm_count + queued
                 over = Mux(dest < K, used + 1 > cfg.hbm_items,
                            (used + 1 > cfg.hbm_items) | (queued + 1 > cfg.queue_items))
-                with m.If(over & ~in_init):
-                    m.d.sync += [fatal.eq(Status.FATAL_CAPACITY), halted.eq(1), status.eq(Status.FATAL_CAPACITY)]
+                with m.If(over & ~in_init):  # fail closed: the fixed-size response carries no value
+                    m.d.sync += [fatal.eq(Status.FATAL_CAPACITY), halted.eq(1), status.eq(Status.FATAL_CAPACITY),
+                                 rval.eq(0)]
                     m.next = "WAIT_RESP"
                 with m.Else():
                     sidx = rd("free", free_top - 1)

@@ -174,6 +174,44 @@ def test_unit_matches_golden_model(unit_build):
     assert "host memory differs" in compare_rtl(other, run, other_exp)
 
 
+def churn_workload(seed):
+    """12 initial items, then inserts, deletes and reads: fills index buckets and the item pool."""
+    r = random.Random(seed)
+    items = [(k, r.randbytes(2)) for k in r.sample(range(2**16), 12)]
+    live = [k for k, _ in items]
+    cmds = []
+    for _ in range(120):
+        x = r.random()
+        if x < 0.35 and live:
+            cmds.append((2, live.pop(r.randrange(len(live))), None))
+        elif x < 0.75:
+            k = r.randrange(2**16)
+            cmds.append((1, k, r.randbytes(2)))
+            live.append(k)
+        else:
+            cmds.append((0, r.choice(live) if live else 1, None))
+    return items, cmds
+
+
+def test_unit_full_bucket_and_capacity_fail_closed(unit_build):
+    """Same build: a PUT refused by a full index bucket (FULL), and the item pool exhausted
+    (FATAL_CAPACITY, then every command answered fail-closed in 2 cycles without memory traffic)."""
+    from celosia.omap import compare_rtl, run_rtl
+    from celosia.sim.omap import OmapConfig, Status
+
+    cfg = OmapConfig(**UNIT_CFG)
+    keys = derive_keys(UNIT_SEED)
+    for seed, fatal in ((1, False), (2, True)):
+        items, cmds = churn_workload(seed)
+        gold, expected = golden_run(cfg, keys, items, cmds)
+        assert any(q.hidden.get("bucket_full") and q.hidden.get("op") == 1 for q in gold.queries)
+        assert (gold.halted == Status.FATAL_CAPACITY) == fatal
+        if fatal:
+            assert expected[-1].status == Status.FATAL_CAPACITY and gold.queries[-1].host_from == gold.queries[-1].host_to
+        run = run_rtl(cfg, keys, items, cmds, unit_build, tag=f"churn{seed}")
+        assert compare_rtl(gold, run, expected) == []
+
+
 def test_client_verifies_itself_on_the_rtl(unit_build):
     from celosia.omap import Client
 
