@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +30,24 @@ __version__ = "0.1.0"
 
 Progress = Callable[[str], None]
 
+
+
+@contextmanager
+def staged_output(out: Path):
+    """Work in a hidden ``.<name>.partial`` folder next to ``out``; it replaces ``out`` only if the
+    block succeeds and is removed otherwise, so nothing half-written is ever left in ``out``."""
+    staging = out.parent / f".{out.name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
 
 def _quiet(_: str) -> None:
     pass
@@ -222,11 +241,7 @@ def compile(
     check(model, batch=batch).raise_if_unsupported()  # every unsupported op, before any other work
     if bitstream:
         check_toolchain(board)  # before minutes of work, not after
-    staging = out.parent / f".{out.name}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    with staged_output(out) as staging:
         say("lowering and quantizing")
         prep = prepare(model, board, quant=quant, batch=batch)
         program, b = prep["program"], prep["board"]
@@ -278,10 +293,4 @@ def compile(
             )
             report["files"]["bitstream"] = str(built.bitstream.relative_to(staging))
         (staging / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
     return report

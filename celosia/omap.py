@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 
+from celosia import staged_output
 from celosia.errors import CelosiaError, OutputExistsError, SimulationError
 from celosia.sim.omap import OmapConfig, OmapModel, Op, Response, Status
 from celosia.sim.omap_crypto import OmapKeys, derive_keys
@@ -395,11 +395,7 @@ def generate(capacity: int, value_bytes: int, output, *, alpha: float = 0.2, for
         raise OutputExistsError(f"output folder '{out}' already exists", hint="pass --force to replace it")
     say("validating the configuration")
     cfg = OmapConfig(n=capacity, value_bytes=value_bytes, alpha=alpha, **config)
-    staging = out.parent / f".{out.name}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    with staged_output(out) as staging:
         summary = cfg.summary()
         say(f"golden-model self-check ({check_queries} commands)")
         report = {
@@ -415,10 +411,4 @@ def generate(capacity: int, value_bytes: int, output, *, alpha: float = 0.2, for
             report["files"]["verilog"] = report["rtl"]["verilog"]
         (staging / "config.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         (staging / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
     return report

@@ -12,6 +12,26 @@ from amaranth.sim import Simulator
 from celosia.hw.pipeline import CHUNK, Pipeline, Tap
 
 
+def _run(m: Module, out: Tap, inputs: list[tuple[Signal, list[int]]], n: int) -> list[int]:
+    """Drive ``n`` input vectors, one per cycle, and collect ``out`` ``out.stage`` cycles later."""
+    o = Signal(out.shape)
+    m.d.comb += o.eq(out.value)
+    got = []
+
+    async def tb(ctx):
+        for k in range(n + out.stage):
+            for sig, seq in inputs:
+                ctx.set(sig, seq[k] if k < n else 0)
+            if k >= out.stage:
+                got.append(ctx.get(o))
+            await ctx.tick()
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return got
+
+
 def _slices(width: int, sgn: bool) -> int:
     return 1 if width <= CHUNK + sgn else 1 + _slices(width - CHUNK, sgn)
 
@@ -28,8 +48,6 @@ def test_product_exact_and_staged(wa, sa, wb, sb, const):
     b = Signal(signed(wb) if sb else unsigned(wb))
     pipe = Pipeline(m)
     out = pipe.mul("p", Tap(a, 0), Tap(b, 0) if const is None else const)
-    o = Signal(out.shape)
-    m.d.comb += o.eq(out.value)
     nb = 1 if const is None or -(1 << CHUNK) <= const < (1 << CHUNK) else None
     if const is None:
         n = _slices(wa, bool(sa)) * _slices(wb, bool(sb))
@@ -42,20 +60,7 @@ def test_product_exact_and_staged(wa, sa, wb, sb, const):
         return rng.randrange(-(1 << (w - 1)), 1 << (w - 1)) if s else rng.randrange(1 << w)
     vals = [(rnd(wa, sa), rnd(wb, sb)) for _ in range(40)]
     vals.append((-(1 << (wa - 1)) if sa else (1 << wa) - 1, -(1 << (wb - 1)) if sb else (1 << wb) - 1))
-    got = []
-
-    async def tb(ctx):
-        for k in range(len(vals) + out.stage):
-            if k < len(vals):
-                ctx.set(a, vals[k][0])
-                ctx.set(b, vals[k][1])
-            if k >= out.stage:
-                got.append(ctx.get(o))
-            await ctx.tick()
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
+    got = _run(m, out, [(a, [v[0] for v in vals]), (b, [v[1] for v in vals])], len(vals))
     assert got == [x * (y if const is None else const) for x, y in vals]
 
 
@@ -69,19 +74,6 @@ def test_planning_matches_building_and_alignment():
     x = Signal(signed(20))
     built = path(Pipeline(m), x)
     assert plan.stage == built.stage == 1 + 2 + 2 + 1
-    o = Signal(built.shape)
-    m.d.comb += o.eq(built.value)
     seq = [random.Random(k).randrange(-(1 << 19), 1 << 19) for k in range(30)]
-    got = []
-
-    async def tb(ctx):
-        for k in range(len(seq) + built.stage):
-            ctx.set(x, seq[k] if k < len(seq) else 0)
-            if k >= built.stage:
-                got.append(ctx.get(o))
-            await ctx.tick()
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
+    got = _run(m, built, [(x, seq)], len(seq))
     assert got == [(v + 1) ** 2 - v for v in seq]
