@@ -22,6 +22,8 @@ Softmax -> TopK -> ScatterElements ->  MoE (the dense V-MoE routing as torch.onn
 Concat of experts · weights, ReduceSum
 Identity, Dropout, Cast (to float)     removed
 Shape (static), Expand (keeping shape)  constants / removed
+Where(constant cond, x, −∞) and the    Add of a constant 0/−∞ mask (exact); before a
+mirrored form                          Softmax it becomes Attention's causal/padding mask
 =====================================  ==================================================
 
 Everything computed from initializers alone is folded with ``onnx.reference`` at import.
@@ -51,7 +53,7 @@ _IDENTITY = {"Identity", "Dropout", "Cast"}
 SUPPORTED_ONNX = frozenset(_IDENTITY | {
     "Gemm", "MatMul", "Attention", "Softmax", "Relu", "Gelu", "Sigmoid", "LayerNormalization", "RMSNormalization",
     "Add", "Sub", "Mul", "Div", "Gather", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice",
-    "Split", "Concat", "Constant", "Shape", "Erf", "Conv", "Expand",
+    "Split", "Concat", "Constant", "Shape", "Erf", "Conv", "Expand", "Where",
 })
 _HINTS = {
     "TopK": "top-k is imported inside the dense V-MoE routing pattern (softmax gate, TopK, ScatterElements, "
@@ -123,6 +125,7 @@ class _Importer:
         self.input_shapes = dict(input_shapes or {})
         self.model_name = name
         self.sigmoid_of: dict[str, str] = {}
+        self.dtypes = {vi.name: "bool" for vi in g.input if vi.type.tensor_type.elem_type == 9}  # TensorProto.BOOL
 
     def v(self, name: str):
         if name == "":
@@ -210,15 +213,27 @@ class _Importer:
 
     def _Attention(self, name, node, a, at):
         q, k, v = a[:3]
-        if any(x is not None for x in a[3:]) or len(node.output) > 1 and any(node.output[1:]):
-            raise _Unmapped("Attention with attn_mask, past key/value or extra outputs is not supported; "
-                            "use is_causal")
+        if any(x is not None for x in a[4:]) or len(node.output) > 1 and any(node.output[1:]):
+            raise _Unmapped("Attention with past key/value, nonpad_kv_seqlen or extra outputs is not supported")
         if at.get("softcap", 0) or at.get("qk_matmul_output_mode", 0):
             raise _Unmapped("Attention softcap / qk output modes are not supported")
+        if at.get("left_window_size", -1) != -1 or at.get("right_window_size", -1) != -1:
+            raise _Unmapped("Attention with a local window (left/right_window_size) is not supported")
         kw = {"causal": bool(at.get("is_causal", 0)), "scale": at.get("scale"), "name": name}
         if len(q.shape) == 3:
             kw.update(heads=at["q_num_heads"], kv_heads=at["kv_num_heads"])
+        if len(a) > 3 and a[3] is not None:
+            kw["mask"] = self._key_padding(node, a[3], q.shape[0], k.shape[-2])
         return self.b.attention(q, k, v, **kw)
+
+    def _key_padding(self, node, mask, batch: int, keys: int) -> Tensor:
+        """The (B, Tk) keep-mask behind a boolean ``attn_mask`` that masks keys only (True = attend)."""
+        hint = ("attn_mask is supported as a boolean key-padding mask of shape (B, 1, 1, Tk) (True = attend); "
+                "additive float masks and per-query masks have no Attention mapping")
+        if not isinstance(mask, Tensor) or self.dtypes.get(node.input[3]) != "bool" \
+                or tuple(mask.shape) != (batch, 1, 1, keys):
+            raise _Unmapped(hint)
+        return self.b.reshape(mask, (batch, keys), name=f"{node.input[3]}.keys")
 
     def _Softmax(self, name, node, a, at):
         x = a[0]
@@ -288,6 +303,16 @@ class _Importer:
         if isinstance(a[1], Tensor):
             raise _Unmapped("Div by a computed tensor is not supported")
         return self._binary(name, node, a[0], 1.0 / np.asarray(a[1], dtype=np.float64), "Mul")
+
+    def _Where(self, name, node, a, at):
+        # Where(M, -inf, x) == x + (-inf where M, 0 elsewhere): the masked_fill form exporters write
+        cond, x, y = a
+        if not isinstance(cond, Tensor):
+            for keep, fill, pick in ((x, y, ~np.asarray(cond, bool)), (y, x, np.asarray(cond, bool))):
+                if isinstance(keep, Tensor) and not isinstance(fill, Tensor) and np.all(np.asarray(fill) == -np.inf):
+                    return self._binary(name, node, keep, np.where(pick, -np.inf, 0.0), "Add")
+        raise _Unmapped("Where is supported with a constant condition and -inf in the other branch (a constant "
+                        "mask before Softmax); give the Attention op a boolean key-padding mask instead")
 
     def _MoE(self, name, node, a, at):
         return self.b.moe(a[0], *a[1:7], top_k=at["top_k"], activation=at["activation"], name=name)

@@ -56,7 +56,7 @@ _LAYOUT = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "unsqueeze
            "transpose", "permute", "t", "select", "slice", "cat", "split", "split_with_sizes", "stack", "unbind"}
 _COMPUTE = {"linear", "conv2d", "convolution", "matmul", "bmm", "mm", "scaled_dot_product_attention", "softmax",
             "_softmax", "gelu", "relu", "silu", "layer_norm", "rms_norm", "add", "sub", "mul", "div", "embedding",
-            "topk", "zeros_like", "scatter", "sum"}
+            "topk", "zeros_like", "scatter", "sum", "masked_fill"}
 #: ATen op names (overload stripped) the frontend maps.
 SUPPORTED_ATEN = frozenset(_IDENTITY | _LAYOUT | _COMPUTE)
 
@@ -220,7 +220,7 @@ class _Importer:
         kwargs = {k: self.v(a) for k, a in node.kwargs.items()}
         if not any(isinstance(x, Tensor) for x in _flat(args) + _flat(list(kwargs.values()))):
             return self._fold(node, args, kwargs)
-        handler = getattr(self, f"_{op}", None)
+        handler = getattr(self, "_" + op.lstrip("_"), None)
         if op in _IDENTITY:
             return args[0]
         if handler is None:
@@ -375,7 +375,8 @@ class _Importer:
         while op.kind == "Reshape":
             op = g.op(op.inputs[0])
         bsz, tk = q.shape[0], k.shape[-2]
-        if tuple(op.type.shape) != (bsz, tk) or tuple(mask.shape) not in ((bsz, 1, 1, tk), (bsz, 1, tk)):
+        # attn_mask broadcasts against the (B, [H,] Tq, Tk) scores from the right
+        if tuple(op.type.shape) != (bsz, tk) or tuple(mask.shape) != (bsz,) + (1,) * (len(q.shape) - 2) + (tk,):
             raise _Unmapped(hint)
         return Tensor(op.name, op.type.shape)
 
@@ -461,6 +462,15 @@ class _Importer:
             raise _Unmapped("division by a computed tensor is not supported")
         return self._binary(node, a, 1.0 / np.asarray(b, dtype=np.float64), "Mul")
 
+    def _masked_fill(self, node, x, mask, value):
+        # masked_fill(x, M, -inf) == x + (0 where not M, -inf where M): exact, and the form the
+        # attention canonicalization recognises (a constant causal / key-padding mask)
+        if isinstance(mask, Tensor) or not isinstance(x, Tensor) or float(value) != -np.inf:
+            raise _Unmapped("masked_fill is supported with a constant mask and the value -inf "
+                            "(e.g. a causal mask buffer); use scaled_dot_product_attention for input masks")
+        add = np.where(np.broadcast_to(np.asarray(mask) != 0, self.shape(node)), -np.inf, 0.0)
+        return self._binary(node, x, add, "Add")
+
     def _topk(self, node, *_args, **_kw):
         raise _Unmapped(_HINTS["topk"])  # only reached when the MoE pattern did not match
 
@@ -544,10 +554,15 @@ def _match_moe(imp: _Importer, topk) -> bool:
 
 
 def _scan(ep) -> list[Unsupported]:
-    """Every node the frontend has no mapping for."""
+    """Every node the frontend has no mapping for (ops on constants alone are folded by torch)."""
+    state = set(ep.state_dict) | set(getattr(ep, "constants", {}) or {})
+    const = {spec.arg.name for spec in ep.graph_signature.input_specs if spec.target in state}
     out = []
     for node in ep.graph.nodes:
         if node.op != "call_function":
+            continue
+        if all(a.name in const for a in node.all_input_nodes):
+            const.add(node.name)
             continue
         name = _aten_name(node.target)
         if name == "getitem" or name in SUPPORTED_ATEN:

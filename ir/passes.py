@@ -198,11 +198,14 @@ def fuse_attention(graph: Graph) -> Graph:
 
     Pattern (what exporters write for scaled dot-product attention)::
 
-        MatMul(Softmax([Mul(] MatMul([Mul(]q, c1[)], [Mul(]kᵀ, c2[)]) [, c3)]), v)
+        MatMul(Softmax([Add(] [Mul(] MatMul([Mul(]q, c1[)], [Mul(]kᵀ, c2[)]) [, c3)] [, M)]), v)
 
-    with scalar constants ``c1, c2, c3`` (absent = 1) and ``kᵀ`` the last-two-axes transpose
-    of ``k``. Guarantees: float semantics unchanged (``scale = c1·c2·c3``); the Attention
-    is named ``<final MatMul>.attention``; only applied when every intermediate has one reader.
+    with scalar constants ``c1, c2, c3`` (absent = 1), ``kᵀ`` the last-two-axes transpose
+    of ``k`` and ``M`` an optional constant additive mask of 0 and −∞ entries (a causal
+    triangle, a key-padding mask, or both; see :func:`_attention_mask`). Guarantees: float
+    semantics unchanged (``scale = c1·c2·c3``) except on rows that ``M`` masks entirely,
+    which become 0 instead of NaN; the Attention is named ``<final MatMul>.attention``; only
+    applied when every intermediate has one reader; any other mask leaves the graph as it is.
     """
     out = graph.copy()
     for sm in out.ops("Softmax"):
@@ -213,6 +216,13 @@ def fuse_attention(graph: Graph) -> Graph:
             continue
         scale = 1.0
         s = out.op(sm.inputs[0])
+        causal, pad = False, None
+        if s.kind == "Add" and len(out.consumers(s.name)) == 1:
+            found = _attention_mask(out, s)
+            if found is None:
+                continue
+            causal, pad, score = found
+            s = out.op(score)
         if s.kind == "Mul" and len(out.consumers(s.name)) == 1:
             c = _scalar_const(out, s.inputs[1])
             if c is None:
@@ -242,7 +252,12 @@ def fuse_attention(graph: Graph) -> Graph:
             continue
         k.type = infer_type(k, [out.op(k.inputs[0]).type])
         out.add(k)
-        att = Op(f"{pv.name}.attention", "Attention", (q.name, k.name, pv.inputs[1]), {"causal": False, "scale": scale})
+        inputs = (q.name, k.name, pv.inputs[1])
+        if pad is not None:
+            keep = Op(f"{pv.name}.keep", "Const", attrs={"value": (~pad).astype(np.float64)}, type=TensorType(pad.shape))
+            out.add(keep)
+            inputs += (keep.name,)
+        att = Op(f"{pv.name}.attention", "Attention", inputs, {"causal": causal, "scale": scale})
         att.type = infer_type(att, [out.op(i).type for i in att.inputs])
         if att.type.shape != pv.type.shape:
             continue
@@ -250,3 +265,32 @@ def fuse_attention(graph: Graph) -> Graph:
         out.rewire(pv.name, att.name)
         out = prune(out)
     return fold_layout(out)
+
+
+def _attention_mask(graph: Graph, add: Op) -> tuple[bool, np.ndarray | None, str] | None:
+    """``(causal, pad, score)`` when ``add`` adds a constant 0/−∞ mask to a (B, H, Tq, Tk) score.
+
+    The mask must be exactly ``causal ∨ pad``: ``causal`` the top-left aligned triangle
+    ``j > i`` (PyTorch's ``is_causal``) or nothing, ``pad`` a (B, Tk) key-padding mask shared
+    by every head and query (True = masked; ``None`` when no key is masked). Anything else
+    (a general per-query mask, finite penalties) returns ``None``.
+    """
+    for score, other in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])):
+        c = graph.op(other)
+        if c.kind != "Const" or graph.op(score).kind == "Const":
+            continue
+        shape = graph.op(score).type.shape
+        m = np.asarray(c.attrs["value"], dtype=np.float64)
+        if len(shape) != 4 or m.shape != tuple(shape) or not np.all((m == 0) | (m == -np.inf)):
+            return None
+        masked = m == -np.inf
+        tq, tk = shape[2:]
+        tri = np.arange(tk)[None, :] > np.arange(tq)[:, None]
+        for causal in (False, True):
+            tri_c = tri if causal else np.zeros_like(tri)
+            # the last query row sees every key the triangle allows, so it reveals the padding
+            row = masked[:, 0, -1 if causal else 0, :] & ~tri_c[-1]
+            if np.all(masked == (tri_c[None, None] | row[:, None, None, :])):
+                return causal, (row if row.any() else None), score
+        return None
+    return None
