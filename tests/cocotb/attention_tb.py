@@ -8,7 +8,8 @@ words from :func:`celosia.ir.attention.attention_int`; both reach this module as
     A JSON file holding the parameters below (the stimulus is too big for an environment
     variable).
 ``cfg``, ``q``, ``k``, ``v``, ``expected``
-    Payload words (non-negative integers) of the four input streams and of ``o``, in order.
+    Payload words (non-negative integers) of the four input streams and of ``o``, in order; a
+    negative expected word is a don't-care (a padding lane past the last query).
 ``p_gap``, ``p_stall``, ``seed``
     Probability that a source withholds ``valid`` in a cycle, that the sink withholds ``ready``
     (the random test also has bursty stalls every 97 cycles), and the random seed.
