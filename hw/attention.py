@@ -611,8 +611,6 @@ class AttentionEngine(wiring.Component):
         with m.If(self.o.valid & self.o.ready & olast):
             m.d.sync += [o_ph.eq(0), ob.eq(~ob)]
             m.d.comb += ofull_clr.eq(Mux(ob, 2, 1))
-        self._probe = {"rd": rd, "prm": prm, "ssum": ssum, "tmax": tmax, "mrun": mrun, "rr": rr,
-                       "s_v": s_v, "s_t": s_t.value, "s_l": s_l, "s_j": s_j, "cap": cap[0], "cnt": cnt}
         return m
 
 
