@@ -133,7 +133,8 @@ def _cmd_omap(args) -> int:
     from celosia.omap import generate
 
     with _status() as say:
-        report = generate(args.capacity, args.value_bytes, args.output, alpha=args.alpha, force=args.force, progress=say)
+        report = generate(args.capacity, args.value_bytes, args.output, alpha=args.alpha, force=args.force,
+                          axi_width=args.axi_width, constant_keys=args.constant_keys, progress=say)
     c = report["config"]
     t = Table(title=f"oblivious map N={c['n']}, {c['value_bytes']} B values, alpha={c['alpha']}")
     t.add_column("figure")
@@ -180,6 +181,9 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--capacity", type=int, required=True, help="N, the most items held (multiple of c=8)")
     o.add_argument("--value-bytes", type=int, required=True, help="value length in bytes")
     o.add_argument("--alpha", type=float, default=0.2, help="fraction of bins kept in HBM")
+    o.add_argument("--axi-width", type=int, default=512, help="AXI4 host master data width in bits")
+    o.add_argument("--constant-keys", action="store_true",
+                   help="embed evaluation keys in the Verilog instead of generating the key port")
     o.add_argument("-o", "--output", required=True, help="output folder (must not exist)")
     o.add_argument("--force", action="store_true", help="replace an existing output folder")
     o.set_defaults(run=_cmd_omap)

@@ -31,7 +31,7 @@ elaboration-time constants (a key-provisioning port is left).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -41,7 +41,30 @@ from celosia.sim.omap_crypto import OmapKeys
 
 from celosia.errors import HardwareGenerationError
 
-__all__ = ["DBG", "OmapUnit"]
+__all__ = ["DBG", "KEY_WORDS", "OmapUnit", "key_words"]
+
+#: 64-bit beats of the key port: rng (256 bits) | enc (256) | mac (128) | index (128)
+KEY_WORDS = 12
+
+
+def key_words(keys: OmapKeys) -> list[int]:
+    """The ``key`` port beats that provision ``keys``, in order.
+
+    Parameters
+    ----------
+    keys : OmapKeys
+        The unit's four keys.
+
+    Returns
+    -------
+    list of int
+        ``KEY_WORDS`` little-endian u64 words of rng ‖ enc ‖ mac ‖ index (96 bytes).
+    """
+    blob = keys.rng + keys.enc + keys.mac + keys.index
+    if len(blob) != 8 * KEY_WORDS:
+        raise HardwareGenerationError(f"keys are {len(blob)} bytes, the key port takes {8 * KEY_WORDS}",
+                                      hint="rng and enc are 32 bytes, mac and index 16")
+    return [_le(blob[8 * i:8 * i + 8]) for i in range(KEY_WORDS)]
 
 #: dbg_sel values
 DBG = {"index": 0, "pool": 1, "loads": 2, "versions": 3, "qhead": 4, "qtail": 5, "counters": 6}
@@ -59,13 +82,14 @@ def _le(b: bytes) -> int:
 
 class _Mac(wiring.Component):
     """SipHash-2-4 of a fixed-length message held in a register: ``start`` loads ``data``
-    (already padded with the length byte), the tag is in ``tag`` when ``done`` rises."""
+    (already padded with the length byte), the tag is in ``tag`` when ``done`` rises. The
+    128-bit ``key`` is an input so it can come from a constant or from the key registers."""
 
-    def __init__(self, key: bytes, nbytes: int):
-        self.key = _le(key)
+    def __init__(self, nbytes: int):
         self.nbytes = nbytes
         self.words = nbytes // 8 + 1
-        super().__init__({"start": In(1), "data": In(64 * self.words), "done": Out(1), "tag": Out(64)})
+        super().__init__({"key": In(128), "start": In(1), "data": In(64 * self.words), "done": Out(1),
+                          "tag": Out(64)})
 
     @staticmethod
     def pad(msg, nbytes: int):
@@ -96,11 +120,13 @@ class OmapUnit(wiring.Component):
     ----------
     cfg : OmapConfig
         Validated parameters (simulation sizes: every HBM region is an on-chip memory).
-    keys : OmapKeys
-        The unit's keys (elaboration-time constants).
+    keys : OmapKeys or None
+        ``OmapKeys``: the keys are elaboration-time constants (simulation and evaluation; the
+        bitstream embeds them). ``None``: the unit gets a ``key`` port and loads its keys from
+        it after reset (see :func:`key_words`); nothing else happens until they are loaded.
     """
 
-    def __init__(self, cfg: OmapConfig, keys: OmapKeys):
+    def __init__(self, cfg: OmapConfig, keys: OmapKeys | None = None):
         if cfg.key_bits > 64:
             raise HardwareGenerationError(f"key_bits={cfg.key_bits}: the RTL unit supports keys up to 64 bits")
         if cfg.n > 1 << 14:
@@ -118,7 +144,14 @@ class OmapUnit(wiring.Component):
         self.entry_w = 1 + cfg.key_bits + 3 * self.bw + self.pw
         self.item_w = 1 + cfg.key_bits + 8 * self.V + self.bw
         self.dbg_w = max(self.entry_w, self.item_w, 64, 96)
+        members = {}
+        if keys is None:
+            # provisioning: KEY_WORDS 64-bit beats, accepted only until all are in (then
+            # refused, ready low); the key registers have no path to any output
+            members["key"] = In(stream.Signature(64))
+            members["keys_loaded"] = Out(1)
         super().__init__({
+            **members,
             "cmd": In(stream.Signature(self.cmd_w)),
             "resp": Out(stream.Signature(8 + 8 * self.V)),
             "host_req": Out(stream.Signature(1 + 64 + 32 + self.page_bits)),
@@ -203,16 +236,26 @@ class OmapUnit(wiring.Component):
         def load_add(bin_, delta):
             wr("loads", bin_, (rd("loads", bin_) + delta)[:32])
 
+        # ---- keys ---------------------------------------------------------------------------
+        k_rng, k_enc, k_mac, k_idx, keys_ok = self._keys(m)
+
         # ---- crypto -----------------------------------------------------------------------
-        m.submodules.sampler = sampler = PairSampler(B)
+        sampler = PairSampler(B)
         sw = sampler.w
-        m.d.comb += sampler.key.eq(_le(self.keys.rng))
-        m.submodules.hmac = hmac = _Mac(self.keys.index, kb)
-        m.submodules.mac0 = mac0 = _Mac(self.keys.mac, 12 + cfg.ct_bytes)
-        m.submodules.mac1 = mac1 = _Mac(self.keys.mac, 12 + cfg.ct_bytes)
+        if self.keys is None:
+            # the CSPRNG starts filling its pair buffer at reset: hold it in reset until its
+            # key is loaded, so its stream is the keystream of the provisioned key from word 0
+            m.submodules.sampler = ResetInserter(~keys_ok)(sampler)
+        else:
+            m.submodules.sampler = sampler
+        m.d.comb += sampler.key.eq(k_rng)
+        m.submodules.hmac = hmac = _Mac(kb)
+        m.submodules.mac0 = mac0 = _Mac(12 + cfg.ct_bytes)
+        m.submodules.mac1 = mac1 = _Mac(12 + cfg.ct_bytes)
         macs = (mac0, mac1)
+        m.d.comb += [hmac.key.eq(k_idx), mac0.key.eq(k_mac), mac1.key.eq(k_mac)]
         m.submodules.chacha = chacha = ChaCha20Core()
-        m.d.comb += [chacha.key.eq(_le(self.keys.enc)), chacha.blk.ready.eq(1)]
+        m.d.comb += [chacha.key.eq(k_enc), chacha.blk.ready.eq(1)]
 
         # keystream jobs: 0/1 decrypt pages 0/1 at their versions, 2/3 encrypt at version + 1
         ks = Signal(4 * nb * 512)
@@ -347,9 +390,9 @@ class OmapUnit(wiring.Component):
         with m.FSM(name="omap"):
             # ======================= initialisation ==========================================
             with m.State("INIT_WAIT"):
-                m.d.comb += self.cmd.ready.eq(1)
+                m.d.comb += self.cmd.ready.eq(keys_ok)
                 m.d.sync += in_init.eq(1)
-                with m.If(self.cmd.valid):
+                with m.If(self.cmd.valid & keys_ok):
                     m.d.sync += [t_init.eq(1), slot_n.eq(1), *latch()]
                     m.next = "I_ITEM"
             with m.State("I_NEXT"):
@@ -673,6 +716,21 @@ class OmapUnit(wiring.Component):
                     m.d.sync += active.eq(0)
                     m.next = "IDLE"
         return m
+
+    def _keys(self, m):
+        """The four keys (rng, enc, mac, index) and a 'keys loaded' signal: constants, or
+        registers shifted in from the ``key`` port (zero after reset)."""
+        if self.keys is not None:
+            k = self.keys
+            return (Const(_le(k.rng), 256), Const(_le(k.enc), 256), Const(_le(k.mac), 128),
+                    Const(_le(k.index), 128), Const(1, 1))
+        reg = Signal(64 * KEY_WORDS)
+        n = Signal(range(KEY_WORDS + 1))
+        loaded = Signal()
+        m.d.comb += [loaded.eq(n == KEY_WORDS), self.key.ready.eq(~loaded), self.keys_loaded.eq(loaded)]
+        with m.If(self.key.valid & ~loaded):
+            m.d.sync += [reg.eq(Cat(reg[64:], self.key.payload)), n.eq(n + 1)]
+        return reg[:256], reg[256:512], reg[512:640], reg[640:768], loaded
 
     @staticmethod
     def _unlink(m, rd, wr, free_push, slot_, page, queued, pw):

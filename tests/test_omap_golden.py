@@ -324,7 +324,19 @@ def test_generate_and_cli(tmp_path, capsys):
     rep = json.loads((out / "report.json").read_text())
     assert rep["config"]["p_cap"] == 12 and rep["self_check"]["blocks_per_query_max"] <= 48
     assert rep["self_check"]["cycles_per_query"] == [rep["config"]["schedule"]["latency"]]
-    assert rep["rtl"]["top"] == "omap_unit" and "module omap_unit" in (out / "omap_unit.v").read_text()
+    v = (out / "omap_unit.v").read_text()
+    assert rep["rtl"]["top"] == "omap_unit" and "module omap_unit" in v
+    # the AXI4 top: host master ports and the key port (no key in the Verilog)
+    assert "host__awaddr" in v and "host__rlast" in v and "key__payload" in v and "key" in rep["rtl"]["ports"]
+    from celosia.omap import generate
+    from celosia.sim.omap_crypto import derive_keys
+
+    rep = generate(256, 8, tmp_path / "const", constant_keys=True, axi_width=512)
+    assert "key" not in rep["rtl"]["ports"] and rep["rtl"]["keys"].startswith("constant")
+    enc = format(int.from_bytes(derive_keys(0).enc, "little"), "x")  # how Verilog spells the constant
+    assert enc in (tmp_path / "const" / "omap_unit.v").read_text() and enc not in v
+    rep = generate(256, 16, tmp_path / "v16", check_queries=10)  # 384-byte pages straddle 4 KiB
+    assert rep["rtl"] is None and "4 KiB" in rep["rtl_note"]
     assert main(["omap", "--capacity", "256", "--value-bytes", "8", "-o", str(out)]) == 2
     bad = tmp_path / "bad"
     assert main(["omap", "--capacity", "1020", "--value-bytes", "8", "--alpha", "0.2", "-o", str(bad)]) == 2
