@@ -76,15 +76,13 @@ def _int(name, v, lo, hi, hint):
     return v
 
 
-def _rhe(x, sh: int):
-    """``round_half_even(x·2^-sh)`` as an expression (``sh <= 0``: exact left shift)."""
+def _round(pipe: Pipeline, name: str, x: Tap, sh: int) -> Tap:
+    """``round_half_even(x·2^-sh)`` over two stages: floor and round bit, then their sum."""
     if sh <= 0:
-        return x << -sh
-    fl = x >> sh
-    rem = x[:sh]
-    half = 1 << (sh - 1)
-    up = (rem > half) | ((rem == half) & fl[0])
-    return fl + up
+        return pipe.reg(name, lambda v: v << -sh, x)
+    fl = pipe.reg(f"{name}_fl", lambda v: v >> sh, x)
+    up = pipe.reg(f"{name}_up", lambda v: (v[:sh] > (1 << (sh - 1))) | ((v[:sh] == (1 << (sh - 1))) & v[sh]), x)
+    return pipe.reg(name, lambda a, b: a + b, fl, up)
 
 
 def _sat(x, fmt: Fixed):
@@ -124,7 +122,7 @@ class AttentionEngine(wiring.Component):
         Any parameter out of range (with the numbers), before any RTL is built.
     """
 
-    def __init__(self, e: int, f: int | None = None, lanes: int = 8, tile: int = TILE,
+    def __init__(self, e: int, f: int | None = None, lanes: int = 8, rows: int = 1, tile: int = TILE,
                  q_fmt: Fixed = Fixed(16, 12), k_fmt: Fixed = Fixed(16, 12), v_fmt: Fixed = Fixed(16, 12),
                  score_fmt: Fixed = Fixed(16, 10), out_fmt: Fixed = Fixed(16, 12), scale: float | None = None,
                  max_len: int = 4096, exp_frac: int = EXP_FRAC, recip_frac: int = EXP_FRAC + 4):
@@ -133,8 +131,12 @@ class AttentionEngine(wiring.Component):
         _int("f", f, 2, 256, "the value dimension F must be 2..256")
         _int("lanes", lanes, 2, max(2, min(e, 64)), f"lanes must be 2..min(E={e}, 64): the scores of one key are "
              "shifted out one per cycle during the E cycles of the next key")
+        _int("rows", rows, 1, 64, "use 1..64 query rows per lane")
+        if rows > 1 and lanes >= e:
+            _fail(f"lanes={lanes} with rows={rows} needs lanes < E={e}",
+                  "the lanes·rows scores of one key are shifted out during the E·rows cycles of the next key")
         _int("tile", tile, 2, 1024, "use a key tile of 2..1024 keys")
-        for name, val in (("e", e), ("f", f), ("tile", tile)):
+        for name, val in (("e", e), ("f", f), ("tile", tile), ("lanes", lanes), ("rows", rows)):
             if val & (val - 1):
                 _fail(f"{name}={val} is not a power of two", "the buffers are addressed by bit fields: use 16, 32, 64, ...")
         _int("max_len", max_len, 1, 1 << 16, "the addressing limit is 1..65536 keys")
@@ -144,7 +146,8 @@ class AttentionEngine(wiring.Component):
         if not isinstance(out_fmt, Fixed):
             _fail(f"out_fmt={out_fmt!r} is not a Fixed", "e.g. Fixed(16, 12)")
         self.num = attention_numerics(score_fmt, tile, exp_frac, recip_frac)
-        self.e, self.f, self.lanes, self.tile, self.max_len = e, f, lanes, tile, max_len
+        self.e, self.f, self.lanes, self.rows, self.tile, self.max_len = e, f, lanes, rows, tile, max_len
+        self.block = lanes * rows
         self.q_fmt, self.k_fmt, self.v_fmt, self.score_fmt, self.out_fmt = q_fmt, k_fmt, v_fmt, score_fmt, out_fmt
         self.scale = float(scale) if scale else 1.0 / math.sqrt(e)
         self.scale_code, self.scale_frac = scale_constant(self.scale)
@@ -158,7 +161,7 @@ class AttentionEngine(wiring.Component):
         super().__init__({
             "cfg": In(stream.Signature(data.StructLayout({
                 "n_keys": unsigned(lb), "causal": 1, "pos0": unsigned(self.pos_bits),
-                "pos_mask": unsigned(max(1, (lanes - 1).bit_length()))}))),
+                "pos_mask": unsigned(max(1, (lanes * rows - 1).bit_length()))}))),
             "q": In(stream.Signature(signed(q_fmt.bits))),
             "k": In(stream.Signature(data.StructLayout({"data": signed(k_fmt.bits), "keep": 1}))),
             "v": In(stream.Signature(signed(v_fmt.bits))),
@@ -169,7 +172,7 @@ class AttentionEngine(wiring.Component):
     @property
     def onchip_bits(self) -> int:
         """Bits of on-chip state (memories and per-lane registers): independent of the sequence."""
-        L, E, F, T = self.lanes, self.e, self.f, self.tile
+        L, E, F, T = self.block, self.e, self.f, self.tile
         n = self.num
         return (L * 2 * E * self.q_fmt.bits              # Q, two banks
                 + 2 * L * T * (self.score_fmt.bits + 1)  # tile scores + mask, two banks
@@ -180,7 +183,8 @@ class AttentionEngine(wiring.Component):
                 + 2 * L * (n.efmt.bits + self.rd_fmt.bits)  # PRM, Σ SLN, two banks
                 + 3 * L * self.score_fmt.bits            # m, tile max (two banks)
                 + L * n.rfmt.bits                        # reciprocals
-                + L * self.s_bits)                       # QK accumulators
+                + L * self.s_bits                        # QK accumulators
+                + L * self.s_bits)                       # score capture
 
     def check_job(self, heads: int, kv_heads: int, e: int, f: int, seq_q: int, seq_k: int) -> None:
         """Reject a job this engine cannot run (before any stimulus is built).
@@ -197,9 +201,10 @@ class AttentionEngine(wiring.Component):
             raise GraphError(f"attention engine: {heads} query heads are not a multiple of {kv_heads} key/value heads",
                              hint="grouped-query attention needs heads % kv_heads == 0")
         g = heads // kv_heads
-        if g > self.lanes or self.lanes % g:
-            raise GraphError(f"attention engine: a group of {g} query heads does not divide the {self.lanes} lanes",
-                             hint="generate the engine with lanes a multiple of heads // kv_heads")
+        if g > self.block or self.block % g:
+            raise GraphError(f"attention engine: a group of {g} query heads does not divide the block of "
+                             f"{self.block} queries ({self.lanes} lanes × {self.rows} rows)",
+                             hint="generate the engine with lanes·rows a multiple of heads // kv_heads")
         if e != self.e or f != self.f:
             raise HardwareGenerationError(
                 f"attention engine: head dims E={e}, F={f} do not match the generated unit (E={self.e}, F={self.f})",
@@ -213,7 +218,8 @@ class AttentionEngine(wiring.Component):
     def elaborate(self, platform):  # noqa: C901 - one dataflow, kept in one place on purpose
         m = Module()
         ecp5 = is_ecp5(platform)
-        L, E, F, T = self.lanes, self.e, self.f, self.tile
+        L, R, E, F, T = self.lanes, self.rows, self.e, self.f, self.tile
+        VL = L * R                            # query rows of a block ("virtual lanes")
         num = self.num
         Fe = num.Fe
         fs = self.score_fmt
@@ -221,14 +227,15 @@ class AttentionEngine(wiring.Component):
         tb = max(1, (T - 1).bit_length())
         T_ = 1 << tb                          # address stride of a lane in the score buffer
         fb = (F - 1).bit_length()
-        lnb = max(1, (L - 1).bit_length())
-        L_ = 1 << lnb
+        lnb = (L - 1).bit_length()            # lane = low bits of a row index, row-in-lane = high bits
+        vb = (VL - 1).bit_length()
+        L_ = VL
         MIN = fs.min_int
 
         # ============================================================ per-lane memories
-        qmem = [Memory(shape=signed(self.q_fmt.bits), depth=2 * E, init=[]) for _ in range(L)]
-        slnm = [Memory(shape=unsigned(num.efmt.bits), depth=max(T, 2), init=[]) for _ in range(L)]
-        accm = [Memory(shape=signed(self.acc_bits), depth=F, init=[]) for _ in range(L)]
+        qmem = [Memory(shape=signed(self.q_fmt.bits), depth=2 * E * R, init=[]) for _ in range(L)]
+        slnm = [Memory(shape=unsigned(num.efmt.bits), depth=T * R, init=[]) for _ in range(L)]
+        accm = [Memory(shape=signed(self.acc_bits), depth=F * R, init=[]) for _ in range(L)]
         for l in range(L):
             m.submodules[f"qmem{l}"] = qmem[l]
             m.submodules[f"slnm{l}"] = slnm[l]
@@ -240,19 +247,19 @@ class AttentionEngine(wiring.Component):
         # ============================================================ Q loader (two banks)
         q_full = Signal(2)
         qw = Signal()                       # bank being loaded
-        ql, qe = Signal(range(L)), Signal(range(E))
+        ql, qe = Signal(range(VL)), Signal(range(E))     # row of the block, element
         m.d.comb += self.q.ready.eq(~q_full.bit_select(qw, 1))
         q_fire = self.q.valid & self.q.ready
         qwp = [mem.write_port() for mem in qmem]
         for l in range(L):
-            m.d.comb += [qwp[l].addr.eq(Cat(qe, qw)),
-                         qwp[l].data.eq(self.q.payload), qwp[l].en.eq(q_fire & (ql == l))]
+            m.d.comb += [qwp[l].addr.eq(Cat(qe[:(E - 1).bit_length()], ql[lnb:], qw)),
+                         qwp[l].data.eq(self.q.payload), qwp[l].en.eq(q_fire & (ql[:lnb] == l))]
         q_clear = Signal(2)                 # from the issuer: bank no longer read
         q_set = Signal(2)
         with m.If(q_fire):
             with m.If(qe == E - 1):
                 m.d.sync += qe.eq(0)
-                with m.If(ql == L - 1):
+                with m.If(ql == VL - 1):
                     m.d.sync += [ql.eq(0), qw.eq(~qw)]
                     m.d.comb += q_set.eq(Mux(qw, 2, 1))
                 with m.Else():
@@ -301,6 +308,9 @@ class AttentionEngine(wiring.Component):
         cur_qb = Signal()
         j = Signal(range(T))
         idx = Signal(range(max(E, F)))
+        r = Signal(range(R))                 # row within the lane: fastest counter, one beat per R cycles
+        hold = Signal(signed(max(self.k_fmt.bits, self.v_fmt.bits)))
+        hold_keep = Signal()
 
         new_blk = ~blk_on
         qk_avail = Mux(new_blk, self.cfg.valid & q_full.bit_select(qb, 1), 1)
@@ -319,7 +329,7 @@ class AttentionEngine(wiring.Component):
         m.d.comb += self.cfg.ready.eq(go_qk & new_blk)
         with m.If(go_qk):
             i = xq
-            m.d.sync += [st.eq(QK), j.eq(0), idx.eq(0), cur_nt.eq(nt_new), cur_last.eq(kb_src + T >= n_src),
+            m.d.sync += [st.eq(QK), j.eq(0), idx.eq(0), r.eq(0), cur_nt.eq(nt_new), cur_last.eq(kb_src + T >= n_src),
                          cur_qb.eq(qb),
                          d_nt[i].eq(nt_new), d_first[i].eq(kb_src == 0), d_last[i].eq(kb_src + T >= n_src),
                          d_kb[i].eq(kb_src), d_rb[i].eq(Mux(new_blk, ~rb, rb)),
@@ -333,18 +343,24 @@ class AttentionEngine(wiring.Component):
                              blk_pos0.eq(self.cfg.payload.pos0), blk_pmask.eq(self.cfg.payload.pos_mask),
                              rb.eq(~rb)]
         with m.If(go_sv):
-            m.d.sync += [st.eq(SV), j.eq(0), idx.eq(0), cur_nt.eq(d_nt[xs]), sln_st.eq(SLN_USE), acc_free.eq(0)]
+            m.d.sync += [st.eq(SV), j.eq(0), idx.eq(0), r.eq(0), cur_nt.eq(d_nt[xs]), sln_st.eq(SLN_USE), acc_free.eq(0)]
 
-        m.d.comb += [self.k.ready.eq(st == QK), self.v.ready.eq(st == SV)]
+        # a k/v beat is accepted at r == 0 and held for the other R − 1 rows of every lane
+        m.d.comb += [self.k.ready.eq((st == QK) & (r == 0)), self.v.ready.eq((st == SV) & (r == 0))]
         k_fire = self.k.valid & self.k.ready
         v_fire = self.v.valid & self.v.ready
-        fire = k_fire | v_fire
+        fire = Signal()
+        m.d.comb += fire.eq(k_fire | v_fire | ((r != 0) & (st != IDLE)))
+        with m.If(k_fire | v_fire):
+            m.d.sync += [hold.eq(Mux(st == QK, self.k.payload.data, self.v.payload)), hold_keep.eq(self.k.payload.keep)]
         dim_last = Mux(st == QK, E - 1, F - 1)
-        last_beat = (idx == dim_last) & (j == cur_nt - 1)
+        r_last = r == R - 1
+        last_beat = r_last & (idx == dim_last) & (j == cur_nt - 1)
         with m.If(fire):
-            with m.If(idx == dim_last):
+            m.d.sync += r.eq(Mux(r_last, 0, r + 1))
+            with m.If(r_last & (idx == dim_last)):
                 m.d.sync += [idx.eq(0), j.eq(j + 1)]
-            with m.Else():
+            with m.Elif(r_last):
                 m.d.sync += idx.eq(idx + 1)
             with m.If(last_beat):
                 m.d.sync += st.eq(IDLE)
@@ -363,9 +379,10 @@ class AttentionEngine(wiring.Component):
         tag = {
             "valid": Tap(fire, 0), "qk": Tap(is_qk0, 0), "idx": Tap(idx, 0), "j": Tap(j, 0),
             "first": Tap(Mux(is_qk0, idx == 0, j == 0), 0), "dlast": Tap(idx == dim_last, 0),
-            "last": Tap(last_beat, 0), "keep": Tap(self.k.payload.keep, 0), "slot": Tap(xq, 0),
+            "last": Tap(last_beat, 0), "keep": Tap(Mux(r == 0, self.k.payload.keep, hold_keep), 0),
+            "slot": Tap(xq, 0), "r": Tap(r, 0), "rlast": Tap(r_last, 0),
         }
-        bval = Tap(Mux(is_qk0, self.k.payload.data, self.v.payload), 0)
+        bval = Tap(Mux(r != 0, hold, Mux(is_qk0, self.k.payload.data, self.v.payload)), 0)
         b1 = mp.reg("b", lambda x: x, bval)
         qrp = [mem.read_port() for mem in qmem]
         srp = [mem.read_port() for mem in slnm]
@@ -377,21 +394,22 @@ class AttentionEngine(wiring.Component):
         qk3 = mp.at(tag["qk"], 3)
         first3 = mp.at(tag["first"], 3)
         for l in range(L):
-            m.d.comb += [qrp[l].addr.eq(Cat(idx[:(E - 1).bit_length()], cur_qb)),
-                         srp[l].addr.eq(j)]
+            m.d.comb += [qrp[l].addr.eq(Cat(idx[:(E - 1).bit_length()], r, cur_qb)),
+                         srp[l].addr.eq(Cat(j, r))]
             a1 = Signal(signed(18), name=f"a1_{l}")
             m.d.comb += a1.eq(Mux(qk1, qrp[l].data, srp[l].data))
             prod = mp.mul(f"lane{l}", Tap(a1, 1), b1)
             assert prod.stage == 3
-            acc = Signal(signed(self.s_bits), name=f"qkacc{l}")
+            # R accumulators in a ring that turns once per QK beat: its head is the current row
+            acc = [Signal(signed(self.s_bits), name=f"qkacc{l}_{i}") for i in range(R)]
             s_now = Signal(signed(self.s_bits), name=f"qks{l}")
-            m.d.comb += s_now.eq(Mux(first3, 0, acc) + prod.value)
+            m.d.comb += s_now.eq(Mux(first3, 0, acc[0]) + prod.value)
             with m.If(v3 & qk3):
-                m.d.sync += acc.eq(s_now)
+                m.d.sync += [a.eq(b) for a, b in zip(acc, acc[1:] + [s_now])]
             S3.append(s_now)
             # SV: tile accumulator read at stage 2, written at stage 3
-            m.d.comb += [arp[l].addr.eq(mp.at(tag["idx"], 2)),
-                         awp[l].addr.eq(mp.at(tag["idx"], 3)),
+            m.d.comb += [arp[l].addr.eq(Cat(mp.at(tag["idx"], 2)[:fb], mp.at(tag["r"], 2))),
+                         awp[l].addr.eq(Cat(mp.at(tag["idx"], 3)[:fb], mp.at(tag["r"], 3))),
                          awp[l].data.eq(Mux(first3, 0, arp[l].data) + prod.value),
                          awp[l].en.eq(v3 & ~qk3)]
         # end of an SV tile: the last accumulator write happens at stage 3
@@ -400,70 +418,76 @@ class AttentionEngine(wiring.Component):
             m.d.sync += acc_full.eq(1)
 
         # ============================================================ score capture + score path
+        # the R beats of a key's last element each shift the L finished dot products in (row r of
+        # every lane lands at index r·L + l); the last one starts the shift-out, one row per cycle
         capv = v3 & qk3 & mp.at(tag["dlast"], 3)
-        cap = [Signal(signed(self.s_bits), name=f"cap{l}") for l in range(L)]
-        cnt = Signal(range(L + 1))
+        cap = [Signal(signed(self.s_bits), name=f"cap{i}") for i in range(VL)]
+        cnt = Signal(range(VL + 1))
         c_j, c_keep, c_slot, c_last = Signal(range(T)), Signal(), Signal(2), Signal()
-        c_l = Signal(range(L))
+        c_l = Signal(range(VL))
         # (pipeline taps are built outside any m.If: their registers must load every cycle)
-        j3, keep3, slot3, last3 = (mp.at(tag[n], 3) for n in ("j", "keep", "slot", "last"))
+        j3, keep3, slot3, last3, rl3 = (mp.at(tag[n], 3) for n in ("j", "keep", "slot", "last", "rlast"))
         with m.If(capv):
-            m.d.sync += [c.eq(s) for c, s in zip(cap, S3)]
-            m.d.sync += [cnt.eq(L), c_l.eq(0), c_j.eq(j3), c_keep.eq(keep3), c_slot.eq(slot3), c_last.eq(last3)]
+            m.d.sync += [c.eq(s) for c, s in zip(cap, cap[L:] + S3)]
+            with m.If(rl3):
+                m.d.sync += [cnt.eq(VL), c_l.eq(0), c_j.eq(j3), c_keep.eq(keep3), c_slot.eq(slot3),
+                             c_last.eq(last3)]
         with m.Elif(cnt != 0):
             m.d.sync += [c.eq(n) for c, n in zip(cap, cap[1:] + [cap[-1]])]
             m.d.sync += [cnt.eq(cnt - 1), c_l.eq(c_l + 1)]
         sp = Pipeline(m, prefix="sc_", ecp5=ecp5)
         it_v = Tap(cnt != 0, 0)
-        pos_l = d_pos0[c_slot] + (c_l & d_pmask[c_slot])
-        kabs = d_kb[c_slot] + c_j
-        masked = Tap(~c_keep | (d_causal[c_slot] & (kabs > pos_l)), 0)
+        # mask of the item: key past the query's position (causal) or padded; two stages (timing)
+        pos_r = sp.reg("pos", d_pos0[c_slot] + (c_l & d_pmask[c_slot]), stage=0)
+        kabs_r = sp.reg("kabs", d_kb[c_slot] + c_j, stage=0)
+        mflags = sp.reg("mflags", Cat(~c_keep, d_causal[c_slot]), stage=0)
+        masked = sp.reg("masked", lambda p, k, fl: fl[0] | (fl[1] & (k > p)), pos_r, kabs_r, mflags)
         it = {"l": Tap(c_l, 0), "j": Tap(c_j, 0), "bank": Tap(c_slot[0], 0),
-              "last": Tap(c_last & (c_l == L - 1), 0)}
+              "last": Tap(c_last & (c_l == VL - 1), 0)}
         sc = sp.mul("scale", Tap(cap[0], 0), self.scale_code)
         sh = self.q_fmt.frac + self.k_fmt.frac + self.scale_frac - fs.frac
-        rnd = sp.reg("rnd", lambda x: _rhe(x, sh), sc)
+        rnd = _round(sp, "rnd", sc, sh)
         s_t = sp.reg("sat", lambda x: _sat(x, fs), rnd, shape=signed(fs.bits))
         ss = s_t.stage
         s_v, s_l, s_j, s_b = (sp.at(t, ss) for t in (it_v, it["l"], it["j"], it["bank"]))
         s_m, s_last = sp.at(masked, ss), sp.at(it["last"], ss)
         swp = sbuf.write_port()
-        m.d.comb += [swp.addr.eq(Cat(s_j[:tb], s_l[:lnb], s_b)),
+        m.d.comb += [swp.addr.eq(Cat(s_j[:tb], s_l[:vb], s_b)),
                      swp.data.eq(Cat(s_t.value, s_m)), swp.en.eq(s_v)]
-        tmax = Array(Signal(signed(fs.bits), name=f"tmax{i}") for i in range(2 * L_))
-        tm_i = Cat(s_l[:lnb], s_b)
-        with m.If(s_v):
-            cand = Mux(s_m, MIN, s_t.value)
-            m.d.sync += tmax[tm_i].eq(Mux(s_j == 0, cand, Mux(cand > tmax[tm_i], cand, tmax[tm_i])))
-            with m.If(s_last):
-                m.d.comb += sdone_set.eq(Mux(s_b, 2, 1))
+        # tile maxima: per bank a ring of VL registers that turns once per score (rows arrive in
+        # order), so the head is always the current row's maximum: no index decoding
+        rings = [[Signal(signed(fs.bits), name=f"tmax{b}_{i}") for i in range(VL)] for b in range(2)]
+        cand = Mux(s_m, MIN, s_t.value)
+        for b in range(2):
+            ring_b = rings[b]
+            with m.If(s_v & (s_b == b)):
+                new_max = Mux((s_j == 0) | (cand > ring_b[0]), cand, ring_b[0])
+                m.d.sync += [x.eq(y) for x, y in zip(ring_b, ring_b[1:] + [new_max])]
+        with m.If(s_v & s_last):
+            m.d.comb += sdone_set.eq(Mux(s_b, 2, 1))
+        tmax = Array(rings[0] + rings[1])      # read by the 1D engine at Cat(row, bank)
 
         # ============================================================ 1D engine (exp, PRM, Σ SLN)
         x1 = Signal(2)
         on1 = Signal()
-        l1 = Signal(range(L))
+        l1 = Signal(range(VL))
         k1 = Signal(range(T + 1))
         nt1 = Signal(range(T + 1))
         first1 = Signal()
-        mrun = Array(Signal(signed(fs.bits), name=f"mrun{i}") for i in range(L))
+        mrun = Array(Signal(signed(fs.bits), name=f"mrun{i}") for i in range(VL))
         with m.If(~on1 & (sln_st == SLN_FREE) & sdone.bit_select(x1[0], 1)):
             m.d.sync += [on1.eq(1), l1.eq(0), k1.eq(0), nt1.eq(d_nt[x1]), first1.eq(d_first[x1]),
                          sln_st.eq(SLN_FILL)]
             m.d.comb += sdone_clr.eq(Mux(x1[0], 2, 1))
         b1x = x1[0]
         iss = on1
-        m_old = Mux(first1, MIN, mrun[l1])
-        tmx = tmax[Cat(l1[:lnb], b1x)]
-        m_new = Mux(tmx > m_old, tmx, m_old)
         srp1 = sbuf.read_port()
-        m.d.comb += srp1.addr.eq(Cat((k1 - 1)[:tb], l1[:lnb], b1x))
+        m.d.comb += srp1.addr.eq(Cat((k1 - 1)[:tb], l1[:vb], b1x))
         lane_end = k1 == nt1
         with m.If(iss):
-            with m.If(k1 == 0):
-                m.d.sync += mrun[l1].eq(m_new)
             with m.If(lane_end):
                 m.d.sync += k1.eq(0)
-                with m.If(l1 == L - 1):
+                with m.If(l1 == VL - 1):
                     m.d.sync += [on1.eq(0), x1.eq(x1 + 1)]
                     m.d.comb += sbusy_clr.eq(Mux(b1x, 2, 1))  # last sbuf read issued this cycle
                 with m.Else():
@@ -472,10 +496,16 @@ class AttentionEngine(wiring.Component):
                 m.d.sync += k1.eq(k1 + 1)
         # stage 1: sbuf data; argument of the exponential
         ep = Pipeline(m, prefix="od_", ecp5=ecp5)
-        t_v, t_l, t_k, t_end, t_b = (Tap(x, 0) for x in (iss, l1, k1, lane_end & (l1 == L - 1), b1x))
+        t_v, t_l, t_k, t_end, t_b = (Tap(x, 0) for x in (iss, l1, k1, lane_end & (l1 == VL - 1), b1x))
         t_lend = Tap(lane_end, 0)
-        mo = ep.reg("mold", m_old, stage=0)
-        mn = ep.reg("mnew", m_new, stage=0)
+        # m_old and the tile max at stage 1, m_new at stage 2; mrun is written at stage 2 (a row's
+        # items all compute the same m_new from the old or the new mrun)
+        mo = ep.reg("mold", Mux(first1, MIN, mrun[l1]), stage=0)
+        tx = ep.reg("tmx", tmax[Cat(l1[:vb], b1x)], stage=0)
+        mn = ep.reg("mnew", lambda a, b: Mux(b > a, b, a), mo, tx)
+        mw_v, mw_k, mw_l = ep.at(t_v, 2), ep.at(t_k, 2), ep.at(t_l, 2)
+        with m.If(mw_v & (mw_k == 0)):
+            m.d.sync += mrun[mw_l].eq(mn.value)
         sdat = Tap(srp1.data, 1)
         dfmt = num.dfmt
         arg = ep.reg("arg", lambda k, a, b, s: Mux(k == 0, a - b, s[:fs.bits].as_signed() - b), t_k, mo, mn, sdat)
@@ -493,10 +523,10 @@ class AttentionEngine(wiring.Component):
         run = Signal(unsigned(self.rd_fmt.bits))
         yv = Mux(y_m, 0, expu.y.payload)
         swps = [mem.write_port() for mem in slnm]
-        pi = Cat(y_l[:lnb], y_b)
+        pi = Cat(y_l[:vb], y_b)
         for l in range(L):
-            m.d.comb += [swps[l].addr.eq((y_k - 1)[:max(1, (max(T, 2) - 1).bit_length())]), swps[l].data.eq(yv),
-                         swps[l].en.eq(y_v & (y_k != 0) & (y_l == l))]
+            m.d.comb += [swps[l].addr.eq(Cat((y_k - 1)[:tb], y_l[lnb:vb])), swps[l].data.eq(yv),
+                         swps[l].en.eq(y_v & (y_k != 0) & (y_l[:lnb] == l))]
         with m.If(y_v):
             with m.If(y_k == 0):
                 m.d.sync += [prm[pi].eq(expu.y.payload), run.eq(0)]
@@ -510,7 +540,7 @@ class AttentionEngine(wiring.Component):
         # ============================================================ rescale (RNV and RD)
         xr = Signal(2)
         onr = Signal()
-        lr = Signal(range(L))
+        lr = Signal(range(VL))
         fr = Signal(range(F + 1))
         r_first, r_last, r_rb = Signal(), Signal(), Signal()
         rd = Array(Signal(unsigned(self.rd_fmt.bits), name=f"rd{i}") for i in range(2 * L_))
@@ -521,7 +551,7 @@ class AttentionEngine(wiring.Component):
         with m.If(onr):
             with m.If(fr == F):
                 m.d.sync += fr.eq(0)
-                with m.If(lr == L - 1):
+                with m.If(lr == VL - 1):
                     m.d.sync += onr.eq(0)
                 with m.Else():
                     m.d.sync += lr.eq(lr + 1)
@@ -530,21 +560,21 @@ class AttentionEngine(wiring.Component):
         rp = Pipeline(m, prefix="rs_", ecp5=ecp5)
         r_v = Tap(onr, 0)
         r_l, r_f, r_isrd = Tap(lr, 0), Tap(fr, 0), Tap(fr == F, 0)
-        r_endt = Tap(onr & (fr == F) & (lr == L - 1), 0)
+        r_endt = Tap(onr & (fr == F) & (lr == VL - 1), 0)
         rxb = Signal(2)  # PRM / Σ SLN bank of the tile being rescaled
         m.d.comb += rxb.eq(xr)
         rrd = rnvm.read_port()
-        m.d.comb += rrd.addr.eq(Cat(fr[:fb], lr[:lnb], r_rb))
+        m.d.comb += rrd.addr.eq(Cat(fr[:fb], lr[:vb], r_rb))
         arp2 = [mem.read_port() for mem in accm]
         for l in range(L):
-            m.d.comb += arp2[l].addr.eq(fr[:fb])
-        bank_i = Cat(lr[:lnb], xr[0])
-        rdi = Cat(lr[:lnb], r_rb)
+            m.d.comb += arp2[l].addr.eq(Cat(fr[:fb], lr[lnb:vb]))
+        bank_i = Cat(lr[:vb], xr[0])
+        rdi = Cat(lr[:vb], r_rb)
         p_prm = rp.reg("prm", prm[bank_i], stage=0)
         p_sum = rp.reg("sum", ssum[bank_i], stage=0)
         p_rdo = rp.reg("rdo", rd[rdi], stage=0)
         lsel = rp.at(r_l, 1)
-        accd = Array(p.data for p in arp2)[lsel]
+        accd = Array(p.data for p in arp2)[lsel[:lnb]]
         isrd1 = rp.at(r_isrd, 1)
         first_t = Tap(r_first, 0)
         old = rp.reg("old", lambda rdo, fst: Mux(fst, 0, Mux(isrd1, rdo.as_signed(), rrd.data)), p_rdo, first_t,
@@ -558,10 +588,10 @@ class AttentionEngine(wiring.Component):
         # r_rb is constant during a pass: the next pass needs acc_full, which needs the SV that
         # waits for this pass's acc_free
         rwp = rnvm.write_port()
-        m.d.comb += [rwp.addr.eq(Cat(w_f[:fb], w_l[:lnb], r_rb)),
+        m.d.comb += [rwp.addr.eq(Cat(w_f[:fb], w_l[:vb], r_rb)),
                      rwp.data.eq(new.value), rwp.en.eq(w_v & ~w_rd)]
         with m.If(w_v & w_rd):
-            m.d.sync += rd[Cat(w_l[:lnb], r_rb)].eq(new.value[:self.rd_fmt.bits])
+            m.d.sync += rd[Cat(w_l[:vb], r_rb)].eq(new.value[:self.rd_fmt.bits])
         with m.If(w_end):
             m.d.sync += [acc_free.eq(1), xr.eq(xr + 1)]
             with m.If(r_last):
@@ -570,41 +600,42 @@ class AttentionEngine(wiring.Component):
         # ============================================================ output (reciprocal, y = RNV·r)
         ob = Signal()
         o_ph = Signal(2)     # 0 wait, 1 reciprocals, 2 products
-        o_l = Signal(range(L + 1))
+        o_l = Signal(range(VL + 1))
         o_f = Signal(range(F))
-        o_got = Signal(range(L + 1))
+        o_got = Signal(range(VL + 1))
         recu = Reciprocal(self.rd_fmt, num.rfmt, num.recip_table_bits, num.recip_guard_bits)
         m.submodules.recip = recu
         rr = Array(Signal(unsigned(num.rfmt.bits), name=f"recip{i}") for i in range(L_))
-        rtag = Signal(range(L + 1))
-        m.d.comb += [recu.y.ready.eq(1), recu.x.valid.eq((o_ph == 1) & (o_l < L)),
-                     recu.x.payload.eq(rd[Cat(o_l[:lnb], ob)])]
+        rtag = Signal(range(VL + 1))
+        rec_v, rec_x = Signal(), Signal(self.rd_fmt.bits)   # a register in front of the unit (timing)
+        m.d.sync += [rec_v.eq((o_ph == 1) & (o_l < VL)), rec_x.eq(rd[Cat(o_l[:vb], ob)])]
+        m.d.comb += [recu.y.ready.eq(1), recu.x.valid.eq(rec_v), recu.x.payload.eq(rec_x)]
         with m.If((o_ph == 0) & ofull.bit_select(ob, 1)):
             m.d.sync += [o_ph.eq(1), o_l.eq(0), o_got.eq(0), rtag.eq(0)]
-        with m.If((o_ph == 1) & (o_l < L)):
+        with m.If((o_ph == 1) & (o_l < VL)):
             m.d.sync += o_l.eq(o_l + 1)
         with m.If(recu.y.valid):
-            m.d.sync += [rr[rtag[:lnb]].eq(recu.y.payload), rtag.eq(rtag + 1)]
-            with m.If(rtag == L - 1):
+            m.d.sync += [rr[rtag[:vb]].eq(recu.y.payload), rtag.eq(rtag + 1)]
+            with m.If(rtag == VL - 1):
                 m.d.sync += [o_ph.eq(2), o_l.eq(0), o_f.eq(0)]
         adv = ~self.o.valid | self.o.ready
         op = Pipeline(m, en=adv, prefix="out_", ecp5=ecp5)
-        o_iss = (o_ph == 2) & (o_l < L)
+        o_iss = (o_ph == 2) & (o_l < VL)
         with m.If(adv & o_iss):
             with m.If(o_f == F - 1):
                 m.d.sync += [o_f.eq(0), o_l.eq(o_l + 1)]
             with m.Else():
                 m.d.sync += o_f.eq(o_f + 1)
-        oaddr = Cat(o_f[:fb], o_l[:lnb], ob)
+        oaddr = Cat(o_f[:fb], o_l[:vb], ob)
         a_t = op.reg("addr", oaddr, stage=0)
         rnv_t = op.read("rnv", rnvm, self.rnv_bits, a_t)
         rnv_t = Tap(rnv_t.value.as_signed(), rnv_t.stage)
-        r_t = op.reg("r", rr[o_l[:lnb]], stage=0)
+        r_t = op.reg("r", rr[o_l[:vb]], stage=0)
         yp = op.mul("y", rnv_t, r_t)
         osh = Fe + self.v_fmt.frac + num.Fr - self.out_fmt.frac
-        yr = op.reg("yr", lambda x: _rhe(x, osh), yp)
+        yr = _round(op, "yr", yp, osh)
         ys_ = op.reg("ys", lambda x: _sat(x, self.out_fmt), yr, shape=self.o.payload.shape())
-        o_last = Tap(o_iss & (o_f == F - 1) & (o_l == L - 1), 0)
+        o_last = Tap(o_iss & (o_f == F - 1) & (o_l == VL - 1), 0)
         ov = op.valid_chain(o_iss, ys_.stage)
         olast = op.at(o_last, ys_.stage)
         m.d.comb += [self.o.valid.eq(ov), self.o.payload.eq(ys_.value)]
@@ -648,7 +679,7 @@ def schedule(engine: AttentionEngine, q, k, v, mask=None, causal: bool = False, 
     B, H, Tq, E = q.shape
     Hkv, Tk, F = k.shape[1], k.shape[2], v.shape[3]
     engine.check_job(H, Hkv, E, F, Tq, Tk)
-    L = engine.lanes
+    L = engine.block
     G = H // Hkv
     P = L // G
     lb = engine.max_len.bit_length()
