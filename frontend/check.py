@@ -4,7 +4,7 @@ Two stages are checked, and every offending node of both is listed (not just the
 
 * ``import``: nodes the frontend has no mapping for (PyTorch nodes with their source line);
 * ``hardware``: imported ops that no generated unit runs yet, after the float passes
-  (so ReLU and residual Add fused into a Linear do not count).
+  (so ReLU, GELU and residual Add fused into a Linear do not count).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class CheckReport:
                 f"model '{self.model}' has {len(self.items)} op(s) no hardware unit runs yet:\n"
                 + format_unsupported(self.items),
                 hint=f"the accelerator runs {', '.join(sorted(hardware_ops() - {'Input', 'Const', 'Output'}))} "
-                     f"(with fused ReLU/residual); {', '.join(kinds)} run in the golden simulator only "
+                     f"(with fused ReLU/GELU/residual); {', '.join(kinds)} run in the golden simulator only "
                      "(celosia.simulate of the quantized graph)",
             )
 
@@ -105,7 +105,7 @@ def check_model(model, example_inputs=None, *, batch: int = 1) -> CheckReport:
     allowed = hardware_ops()
     items = [
         Unsupported(op.name, op.kind, f"{op.kind} has no hardware unit yet",
-                    "it runs in the bit-exact golden simulator; the scheduler maps Linear (+ fused ReLU/residual)",
+                    "it runs in the bit-exact golden simulator; the scheduler maps Linear (+ fused ReLU/GELU/residual)",
                     stage="hardware")
         for op in lowered if op.kind not in allowed
     ]

@@ -77,7 +77,8 @@ class Accelerator(wiring.Component):
         self.scratch_depth = depth
         self.word_bits = lanes * program.act_bits
         self.addr_bits = max(1, math.ceil(math.log2(depth)))
-        self.linear = LinearArray(lanes, lanes, program.act_bits, program.weight_bits, program.acc_bits)
+        self.linear = LinearArray(lanes, lanes, program.act_bits, program.weight_bits, program.acc_bits,
+                                  gelu_frac=program.gelu_frac)
         super().__init__(
             {
                 "host_addr": In(self.addr_bits),
@@ -186,6 +187,7 @@ class Accelerator(wiring.Component):
             linear.cfg.res_shift.eq(ins.res_shift),
             linear.cfg.rounding.eq(ins.rounding),
             linear.cfg.relu.eq(ins.relu),
+            linear.cfg.gelu.eq(ins.gelu),
             linear.cfg.residual.eq(ins.residual),
             linear.cfg.out_bits.eq(ins.out_bits),
         ]

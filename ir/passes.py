@@ -53,11 +53,12 @@ def _sole_consumer(graph: Graph, name: str, kind: str) -> Op | None:
 
 
 def fuse_epilogues(graph: Graph) -> Graph:
-    """Fold residual Adds and ReLUs into the epilogue of the Linear before them.
+    """Fold residual Adds, ReLUs and GELUs into the epilogue of the Linear before them.
 
     ``Add(Linear(x), r)`` becomes ``Linear(x, w, b, r)`` (the residual joins the
-    accumulator before requantization) and ``ReLU(Linear(...))`` becomes a Linear
-    with ``activation="relu"``, when the Linear's output has no other reader.
+    accumulator before requantization) and ``ReLU(Linear(...))`` / ``GELU(Linear(...))``
+    (erf form) become a Linear with ``activation="relu"`` / ``"gelu"``, when the Linear's
+    output has no other reader.
     Guarantees: the fused Linear keeps its name and takes the type of the op it
     absorbed; float semantics are unchanged (the epilogue order is residual,
     then activation, matching the hardware).
@@ -73,13 +74,16 @@ def fuse_epilogues(graph: Graph) -> Graph:
                 out.replace(lin)
                 out.rewire(add.name, lin.name)
                 out.remove(add.name)
-        relu = _sole_consumer(out, lin.name, "ReLU")
-        if relu is not None and not lin.attrs.get("activation"):
-            lin = lin.evolve(type=relu.type)
-            lin.attrs["activation"] = "relu"
+        for kind in ("ReLU", "GELU"):
+            act = _sole_consumer(out, lin.name, kind)
+            if act is None or lin.attrs.get("activation") or act.attrs.get("approximate", "none") != "none":
+                continue
+            lin = lin.evolve(type=act.type)
+            lin.attrs["activation"] = kind.lower()
+            lin.attrs["activation_op"] = act.name  # so a format override of the activation still applies
             out.replace(lin)
-            out.rewire(relu.name, lin.name)
-            out.remove(relu.name)
+            out.rewire(act.name, lin.name)
+            out.remove(act.name)
     return out
 
 

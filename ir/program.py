@@ -43,6 +43,7 @@ FIELDS: list[tuple[str, int]] = [
     ("res_shift", 6),  # residual left shift: frac_x + frac_w - frac_r
     ("rounding", 2),  # Rounding.code
     ("relu", 1),
+    ("gelu", 1),  # GELU epilogue after saturation (Program.gelu_frac gives its format)
     ("residual", 1),
     ("out_bits", 5),  # saturate to a signed out_bits-bit range
     ("chain", 1),  # X is the previous instruction's Y: start reading it as it is written
@@ -69,6 +70,7 @@ class Instruction:
     res_shift: int = 0
     rounding: int = 0
     relu: int = 0
+    gelu: int = 0
     residual: int = 0
     out_bits: int = 0
     chain: int = 0
@@ -141,6 +143,7 @@ class Program:
     outputs: dict[str, TensorPlacement]
     macs: int  # useful multiply-accumulates per run (unpadded shapes)
     padded_macs: int  # MACs the array performs, padding included
+    gelu_frac: int | None = None  # the GELU epilogue's Fixed(act_bits, gelu_frac); None: no epilogue
 
     @property
     def ideal_cycles(self) -> float:

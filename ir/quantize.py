@@ -14,7 +14,7 @@ from celosia.ir.graph import Graph
 from celosia.ir.attention import attention_scores_float, prob_format
 from celosia.ir.moe import moe_float
 from celosia.ir.perchannel import channel_fracs, quantize_rows
-from celosia.sim.golden import run_float
+from celosia.sim.golden import linear_preactivation_float, run_float
 
 __all__ = ["Precision", "quantize", "calibrate"]
 
@@ -81,6 +81,8 @@ class Precision:
 def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]]) -> dict[str, float]:
     """Largest absolute value each tensor takes over the calibration samples.
 
+    A Linear with a fused GELU is ranged on its pre-activation (the GELU lanes read the
+    saturated pre-activation in the Linear's format, so that is what the format must hold).
     Ops with internal tensors also get ranges for those, keyed ``"<op>:<internal>"``:
     an Attention's scaled scores (``:scores``), a MoE's gate logits, expert
     pre-activations, activations and expert outputs (``:logits``, ``:hidden``, ``:act``,
@@ -97,6 +99,10 @@ def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]]) -> dict
         env = run_float(graph, sample, keep_all=True)
         for name, value in env.items():
             see(name, float(np.max(np.abs(value))) if value.size else 0.0)
+        for op in graph.ops("Linear"):
+            if op.attrs.get("activation") == "gelu":
+                pre = linear_preactivation_float(op, [env[i] for i in op.inputs])
+                see(op.name, float(np.max(np.abs(pre))) if pre.size else 0.0)
         for op in graph.ops("Attention"):
             args = [env[i] for i in op.inputs]
             scores = attention_scores_float(*args[:3], args[3] if len(args) == 4 else None, op.attrs)
@@ -118,18 +124,21 @@ def quantize(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], precisio
     calibrated the same way on ``samples``; a Linear's output never has more
     fractional bits than its accumulator (``frac_x + frac_w``), so its
     requantization is a right shift; biases are stored in the accumulator format;
-    Output and unfused ReLU keep their operand's format; Softmax outputs hold [0, 1]. Each Const gets
+    Output and unfused ReLU keep their operand's format; Softmax outputs hold [0, 1]; every
+    GELU-fused Linear gets the same format (:func:`gelu_linear_frac`). Each Const gets
     ``attrs["codes"]``; each Linear gets ``attrs["rounding"]``.
     """
     ranges = calibrate(graph, samples)
     out = graph.copy()
+    gelu_frac = gelu_linear_frac(out, ranges, precision)
 
     def act(key: str, max_frac: int | None = None) -> nx_.Fixed:
         frac = nx_.frac_for_range(ranges[key], precision.act_bits)
         return nx_.Fixed(precision.act_bits, frac if max_frac is None else min(frac, max_frac))
 
+    _check_override_names(out, precision)
     for op in out:
-        fmt = precision.overrides.get(op.name)
+        fmt = precision.overrides.get(op.name) or precision.overrides.get(op.attrs.get("activation_op"))
         fins = [out.op(i).type.fmt for i in op.inputs]
         if op.kind == "Const":
             role = _const_role(out, op.name)
@@ -155,7 +164,8 @@ def quantize(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], precisio
         elif op.kind == "Softmax":  # probabilities: [0, 1] whatever calibration saw
             fmt = fmt or nx_.Fixed(precision.act_bits, nx_.frac_for_range(1.0, precision.act_bits))
         elif op.kind == "Linear":
-            fmt = fmt or _linear_format(out, op, ranges, precision)
+            calibrated = _linear_format(out, op, ranges, precision, gelu_frac)  # also sets the bias format
+            fmt = fmt or calibrated
             op.attrs["rounding"] = precision.rounding
         elif op.kind in ("MatMul", "Mul"):
             fmt = fmt or act(op.name, fins[0].frac + fins[1].frac)
@@ -169,6 +179,17 @@ def quantize(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], precisio
             fmt = fmt or act(op.name)
         out.replace(op.evolve(type=op.type.with_fmt(fmt)))
     return out
+
+
+def _check_override_names(graph: Graph, precision: Precision) -> None:
+    known = {op.name for op in graph} | {op.attrs["activation_op"] for op in graph if "activation_op" in op.attrs}
+    unknown = sorted(k for k in precision.overrides if k.split(":")[0] not in known)
+    if unknown:
+        raise QuantizationError(
+            f"format overrides name no tensor of '{graph.name}': {', '.join(unknown)}",
+            hint="key overrides by op name (an activation fused into a Linear keeps its own name), "
+                 "or '<attention op>:scores'",
+        )
 
 
 _BIAS_OF = {"Linear": (2,), "MoE": (2, 4, 6)}
@@ -231,7 +252,15 @@ def _linear_weight(graph: Graph, name: str) -> bool:
     return bool(users) and all(u.kind == "Linear" and u.inputs[1] == name and name not in u.inputs[2:] for u in users)
 
 
-def _linear_format(graph: Graph, op, ranges: dict[str, float], precision: Precision) -> nx_.Fixed:
+def _linear_format(graph: Graph, op, ranges: dict[str, float], precision: Precision,
+                   gelu_frac: int | None) -> nx_.Fixed:
+    fmt = _linear_format_unfused(graph, op, ranges, precision)
+    if op.attrs.get("activation") == "gelu":
+        fmt = nx_.Fixed(fmt.bits, _gelu_frac(op, fmt.frac, gelu_frac))
+    return fmt
+
+
+def _linear_format_unfused(graph: Graph, op, ranges: dict[str, float], precision: Precision) -> nx_.Fixed:
     fx = graph.op(op.inputs[0]).type.fmt
     w = graph.op(op.inputs[1])
     if "channel_frac" in w.attrs:
@@ -259,6 +288,24 @@ def _linear_format(graph: Graph, op, ranges: dict[str, float], precision: Precis
             )
     frac = min(nx_.frac_for_range(ranges[op.name], precision.act_bits), acc_frac)
     return nx_.Fixed(precision.act_bits, frac)
+
+
+def gelu_linear_frac(graph: Graph, ranges: dict[str, float], precision: Precision) -> int | None:
+    """The one format every GELU-fused Linear of ``graph`` shares (the generated array has one
+    GELU format): the coarsest any of them needs, at most ``act_bits − 2`` fractional bits."""
+    fracs = [nx_.frac_for_range(ranges[op.name], precision.act_bits)
+             for op in graph.ops("Linear") if op.attrs.get("activation") == "gelu"]
+    return min(min(fracs), precision.act_bits - 2) if fracs else None
+
+
+def _gelu_frac(op, frac: int, shared: int) -> int:
+    frac = min(frac, shared)
+    if frac < 3:
+        raise QuantizationError(
+            f"Linear '{op.name}' with fused GELU needs {frac} fractional bits; the GELU epilogue needs at least 3",
+            hint="use wider activations (e.g. a16) or rescale the layer",
+        )
+    return frac
 
 
 def _linear_format_per_channel(graph: Graph, op, ranges, precision: Precision, fx: nx_.Fixed, w) -> nx_.Fixed:

@@ -103,9 +103,9 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Progra
         if op.kind not in _SCHEDULABLE:
             raise ScheduleError(
                 f"op '{op.name}' ({op.kind}) cannot be mapped onto the generated units",
-                hint="the accelerator runs Linear layers; ReLU and residual Add run fused into the "
-                "Linear before them (one whose output feeds nothing else)"
-                + ("" if op.kind in ("ReLU", "Add") else f"; {op.kind} has no hardware unit yet"),
+                hint="the accelerator runs Linear layers; ReLU, GELU (erf form) and residual Add run fused "
+                "into the Linear before them (one whose output feeds nothing else)"
+                + ("" if op.kind in ("ReLU", "Add", "GELU") else f"; {op.kind} has no hardware unit yet"),
             )
     linears = graph.ops("Linear")
     if not linears:
@@ -113,6 +113,7 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Progra
     act_bits = max(op.type.fmt.bits for op in graph if op.kind != "Const")
     weight_bits = max(graph.op(op.inputs[1]).type.fmt.bits for op in linears)
     acc_bits = acc_bits or max(graph.op(op.inputs[2]).type.fmt.bits for op in linears)
+    gelu_frac = _gelu_frac(linears, act_bits)
 
     # Which tensors live in the scratchpad: Inputs and Linear outputs. Outputs alias their operand.
     last_use: dict[str, int] = {}
@@ -182,6 +183,7 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Progra
                 res_shift=p["res_shift"],
                 rounding=p["rounding"].code,
                 relu=int(p["relu"]),
+                gelu=int(op.attrs.get("activation") == "gelu"),
                 residual=int(r is not None),
                 out_bits=op.type.fmt.bits,
                 chain=int(chain),
@@ -214,4 +216,18 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Progra
         outputs=outputs,
         macs=macs,
         padded_macs=padded,
+        gelu_frac=gelu_frac,
     )
+
+
+def _gelu_frac(linears: list[Op], act_bits: int) -> int | None:
+    """The GELU epilogue's format (``Fixed(act_bits, frac)``): one per generated array."""
+    gelu = [op for op in linears if op.attrs.get("activation") == "gelu"]
+    formats = {op.type.fmt for op in gelu}
+    if len(formats) > 1 or any(f.bits != act_bits for f in formats):
+        raise ScheduleError(
+            "the GELU-fused Linears " + ", ".join(f"'{op.name}' ({op.type.fmt})" for op in gelu)
+            + f" need one format of {act_bits} bits: the array has one GELU epilogue format",
+            hint="quantize with celosia.ir.pipeline.lower (it gives them one format) and no per-layer override",
+        )
+    return next(iter(formats)).frac if formats else None

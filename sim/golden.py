@@ -61,6 +61,20 @@ def run_float(graph: Graph, inputs: Mapping[str, np.ndarray], *, keep_all: bool 
     return env if keep_all else {op.name: env[op.name] for op in graph.outputs}
 
 
+def _float_activation(activation: str | None, y: np.ndarray) -> np.ndarray:
+    """A fused Linear epilogue's activation in float64."""
+    if activation == "relu":
+        return np.maximum(y, 0.0)
+    if activation == "gelu":
+        return 0.5 * y * _erfc(-y / np.sqrt(2.0))  # erfc form: no cancellation for very negative y
+    return y
+
+
+def linear_preactivation_float(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    """A Linear's output before its fused activation (what its format must hold)."""
+    return _float_op(op.evolve(attrs={k: v for k, v in op.attrs.items() if k != "activation"}), args)
+
+
 def _float_op(op: Op, args: list[np.ndarray]) -> np.ndarray:
     kind = op.kind
     if kind == "Const":
@@ -71,7 +85,7 @@ def _float_op(op: Op, args: list[np.ndarray]) -> np.ndarray:
             y = y + args[2]
         if len(args) == 4:
             y = y + args[3]
-        return np.maximum(y, 0.0) if op.attrs.get("activation") == "relu" else y
+        return _float_activation(op.attrs.get("activation"), y)
     if kind == "ReLU":
         return np.maximum(args[0], 0.0)
     if kind == "Add":
@@ -83,8 +97,7 @@ def _float_op(op: Op, args: list[np.ndarray]) -> np.ndarray:
         x = args[0]
         return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
     if kind == "GELU":
-        # erfc form: no cancellation in 1 + erf(x/sqrt 2) for very negative x
-        return 0.5 * args[0] * _erfc(-args[0] / np.sqrt(2.0))
+        return _float_activation("gelu", args[0])
     if kind in ("LayerNorm", "RMSNorm"):
         x = args[0]
         eps = op.attrs.get("eps", 1e-5)
@@ -172,7 +185,12 @@ def _linear_per_channel(graph: Graph, op: Op, args: list[np.ndarray]) -> np.ndar
         nx_.Rounding(op.attrs.get("rounding", nx_.Rounding.HALF_EVEN)), op.attrs.get("activation") == "relu",
         res, res_shifts,
     )
-    return y.reshape(op.type.shape)
+    return _int_gelu(op, y).reshape(op.type.shape)
+
+
+def _int_gelu(op: Op, y: np.ndarray) -> np.ndarray:
+    """The fused GELU epilogue: ``gelu_int`` in the Linear's own output format (in = out)."""
+    return gelu_int(y, op.type.fmt, op.type.fmt) if op.attrs.get("activation") == "gelu" else y
 
 
 def _int_op(graph: Graph, op: Op, args: list[np.ndarray]) -> np.ndarray:
@@ -191,7 +209,7 @@ def _int_op(graph: Graph, op: Op, args: list[np.ndarray]) -> np.ndarray:
         y = nx_.linear_int(
             x2, args[1].T, bias, fmt, p["shift"], p["rounding"], p["relu"], res, p["res_shift"]
         )
-        return y.reshape(op.type.shape)
+        return _int_gelu(op, y).reshape(op.type.shape)
     if kind == "ReLU":
         src = graph.op(op.inputs[0]).type.fmt
         return nx_.requantize(np.maximum(args[0], 0), src.frac, fmt)

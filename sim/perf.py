@@ -8,7 +8,7 @@ the controller beat by beat:
 * an instruction is fetched 2 cycles after the previous one issued its last read,
   decoded the next cycle, and issues from the cycle after;
 * the output row whose last beat issues at cycle ``t`` is written at ``t + L + 2``
-  (``L`` = :attr:`LinearArray.latency`);
+  (``L`` = :attr:`LinearArray.latency`, GELU epilogue included when the program has one);
 * a *chained* instruction (``chain = 1``: it reads the previous one's output)
   issues a read of the word at write position ``p`` no earlier than one cycle
   after that word was written; an unchained one waits until 2 cycles after the
@@ -18,7 +18,9 @@ the controller beat by beat:
 
 from __future__ import annotations
 
+from celosia.hw.gelu import Gelu
 from celosia.hw.linear import LinearArray
+from celosia.ir.numerics import Fixed
 from celosia.ir.program import Opcode, Program
 
 __all__ = ["predict_cycles"]
@@ -26,7 +28,7 @@ __all__ = ["predict_cycles"]
 
 def predict_cycles(program: Program) -> int:
     """Predicted value of the accelerator's cycle counter for one run of ``program``."""
-    to_write = LinearArray.pipeline_latency(program.lanes) + 2
+    to_write = _array_latency(program) + 2
     fetch = 0  # cycle of the current instruction's fetch (the run's first cycle is 0)
     prev_writes: list[int] = []  # write cycles of the previous LINEAR, in write order
     for ins in program.instructions:
@@ -49,3 +51,14 @@ def predict_cycles(program: Program) -> int:
         prev_writes = writes
         fetch = t + 2
     raise ValueError(f"program '{program.name}' has no HALT")
+
+
+def _array_latency(program: Program) -> int:
+    """:attr:`LinearArray.latency` of the program's array, without elaborating it."""
+    latency = LinearArray.pipeline_latency(program.lanes)
+    if program.gelu_frac is not None:
+        fmt = Fixed(program.act_bits, program.gelu_frac)
+        gelu = Gelu(fmt, fmt)
+        gelu._MustUse__silence = True  # built only to read its latency
+        latency += gelu.latency
+    return latency

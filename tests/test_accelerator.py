@@ -71,3 +71,36 @@ def test_host_port_roundtrip_and_idle_counter(tmp_path):
         assert sim.run() == first  # the counter restarts on every run
     finally:
         sim.close()
+
+
+def gelu_mlp(batch, dims, seed):
+    """A transformer-style MLP: Linear → GELU → Linear → GELU → Linear (GELUs fused into the array)."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("gelu-mlp")
+    h = b.input("x", (batch, dims[0]))
+    for i, (k, n) in enumerate(zip(dims[:-2], dims[1:-1])):
+        h = b.gelu(b.linear(h, rng.normal(0, 0.6, (n, k)), rng.normal(0, 0.3, n), name=f"fc{i}"), name=f"g{i}")
+    b.output(b.linear(h, rng.normal(0, 0.4, (dims[-1], dims[-2])), name="head"), "y")
+    return b.build()
+
+
+@pytest.mark.parametrize("lanes, batch, dims, quant", [(4, 3, (13, 22, 9, 5), "w8a16"), (2, 2, (6, 7, 5, 3), "w8a12")])
+def test_gelu_epilogue_on_the_accelerator_matches_golden(tmp_path, lanes, batch, dims, quant):
+    graph = gelu_mlp(batch, dims, seed=lanes)
+    rng = np.random.default_rng(2)
+    q = lower(graph, [{"x": rng.uniform(-1, 1, (batch, dims[0]))} for _ in range(4)], Precision.parse(quant))
+    assert not q.ops("GELU") and [op.attrs.get("activation") for op in q.ops("Linear")] == ["gelu", "gelu", None]
+    prog = schedule(q, lanes)
+    assert prog.gelu_frac == q.op("fc0").type.fmt.frac == q.op("fc1").type.fmt.frac
+    assert [ins.gelu for ins in prog.instructions[:-1]] == [1, 1, 0]
+    sim = AcceleratorSim(prog, tmp_path)
+    try:
+        for scale in (1.0, 4.0, 40.0):  # 40x the calibration range: the pre-activations saturate
+            sample = {"x": rng.uniform(-scale, scale, (batch, dims[0]))}
+            codes = run_int(q, sample, keep_all=True)
+            got, cycles = sim.infer({"x": quantize(sample["x"], q.op("x").type.fmt)})
+            np.testing.assert_array_equal(got["y"], codes["y"])
+            assert cycles == predict_cycles(prog)
+        assert np.any(codes["fc0"] < 0)  # the GELU's negative lobe was exercised
+    finally:
+        sim.close()

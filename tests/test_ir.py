@@ -178,15 +178,45 @@ def test_gelu_quantized_semantics():
     b.output(b.linear(h, rng.normal(0, 0.3, (8, 32)), name="fc2"), "y")
     g = b.build()
     q = lower(g, samples((2, 16)), Precision.parse("w16a16"))
-    act = q.op("act")
+    fc1 = q.op("fc1")
+    assert "act" not in q and fc1.attrs["activation"] == "gelu"  # fused into the linear epilogue
+    unfused = q.copy()
+    unfused.replace(fc1.evolve(attrs={k: v for k, v in fc1.attrs.items() if k != "activation"}))
+    from celosia.ir.gelu import gelu_float, gelu_int
     for s in samples((2, 16), count=4, seed=9):
         codes = run_int(q, s, keep_all=True)
-        from celosia.ir.gelu import gelu_float
-        pre = dequantize(codes["fc1"], q.op("fc1").type.fmt)
-        # the GELU op itself: within one output LSB of x*Phi(x) on its own (quantized) input
-        assert np.max(np.abs(dequantize(codes["act"], act.type.fmt) - gelu_float(pre))) <= act.type.fmt.lsb
+        pre = run_int(unfused, s, keep_all=True)["fc1"]
+        # the epilogue is the GELU unit on the saturated pre-activation, in = out format
+        np.testing.assert_array_equal(codes["fc1"], gelu_int(pre, fc1.type.fmt, fc1.type.fmt))
+        # within one output LSB of x*Phi(x) on its own (quantized) input
+        got = dequantize(codes["fc1"], fc1.type.fmt)
+        assert np.max(np.abs(got - gelu_float(dequantize(pre, fc1.type.fmt)))) <= fc1.type.fmt.lsb
         err = np.max(np.abs(dequantize(codes["y"], q.op("y").type.fmt) - run_float(g, s)["y"]))
         assert err < 5e-3
+
+
+def test_only_erf_gelu_after_a_sole_reader_linear_is_fused():
+    b = GraphBuilder("gelus")
+    x = b.input("x", (2, 8))
+    h = b.linear(x, np.eye(8), name="fc1")
+    b.output(b.gelu_tanh(b.linear(b.gelu(h, name="g1"), np.eye(8), name="fc2"), name="gt"), "y")
+    b.output(h, "h")  # fc1 has a second reader: its GELU stays a separate op
+    fused = fuse_epilogues(canonicalize(infer_shapes(b.build())))
+    assert [op.name for op in fused.ops("GELU")] == ["g1", "gt"]
+    assert all(not op.attrs.get("activation") for op in fused.ops("Linear"))
+
+
+def test_schedule_refuses_gelu_layers_of_different_formats():
+    from celosia.ir.numerics import Fixed
+
+    b = GraphBuilder("two-gelus")
+    x = b.input("x", (1, 8))
+    h = b.gelu(b.linear(x, np.eye(8), name="fc1"))
+    b.output(b.gelu(b.linear(h, np.eye(8), name="fc2")), "y")
+    q = lower(b.build(), samples((1, 8)), Precision(overrides={"fc2": Fixed(16, 9)}))
+    assert q.op("fc1").type.fmt != q.op("fc2").type.fmt
+    with pytest.raises(ScheduleError, match="'fc1'.*'fc2'.*one GELU epilogue format"):
+        schedule(q, 4)
 
 
 def test_transformer_block_ops_quantized_semantics():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import celosia
-from celosia.errors import ScheduleError, UnknownNameError
+from celosia.errors import QuantizationError, ScheduleError, UnknownNameError
 from celosia.frontend.builder import GraphBuilder
 from celosia.frontend.zoo import get_model
 from celosia.ir import numerics as nx_
@@ -89,8 +89,11 @@ def test_overrides_set_formats_including_attention_scores():
     graph = zoo.build(2)
     over = {"blocks.0.mlp.act": Fixed(16, 9), "blocks.0.attn.sdpa:scores": Fixed(16, 10)}
     q = lower(graph, zoo.samples(2, 2), Precision(weight_bits=8, act_bits=16, overrides=over))
-    assert q.op("blocks.0.mlp.act").type.fmt == Fixed(16, 9)
+    assert q.op("blocks.0.mlp.fc1").attrs["activation_op"] == "blocks.0.mlp.act"  # GELU fused into fc1
+    assert q.op("blocks.0.mlp.fc1").type.fmt == Fixed(16, 9)
     assert q.op("blocks.0.attn.sdpa").attrs["score_fmt"] == Fixed(16, 10)
+    with pytest.raises(QuantizationError, match="blocks.0.mlp.typo"):
+        lower(graph, zoo.samples(2, 2), Precision(overrides={"blocks.0.mlp.typo": Fixed(16, 9)}))
 
 
 def test_prepare_refuses_per_channel_for_hardware():
