@@ -311,7 +311,8 @@ def run_rtl_axi(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, data
                 load_keys: OmapKeys | None = None, tamper=None, tag: str = "axi",
                 max_cycles: int | None = None) -> RtlRun:
     """Simulate the AXI4 top (:class:`~celosia.hw.omap_axi.OmapUnitAxi`, keys provisioned
-    through its key port) against an AXI4 slave model with random timing.
+    through its key port, the index behind its HBM AXI4 master) against AXI4 slave models
+    with random timing (host memory and the index region).
 
     Parameters
     ----------
@@ -335,8 +336,8 @@ def run_rtl_axi(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, data
     -------
     RtlRun
         ``host_log`` holds the AR/AW handshakes as ``(cycle, R/W, address, burst bytes)``;
-        ``extra`` the AXI diagnostics (``host_fault``, the slave's protocol findings, refused
-        key beats).
+        ``extra`` the AXI diagnostics (``host_fault``, the slaves' protocol findings, refused
+        key beats, undrained transactions); ``index_log`` the index port's bursts.
     """
     from celosia.hw.omap import key_words
     from celosia.hw.omap_axi import OmapUnitAxi
@@ -345,15 +346,23 @@ def run_rtl_axi(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, data
     build_dir = Path(build_dir)
     top = OmapUnitAxi(cfg, None, data_width=data_width)
     params, pfile, out = _unit_params(cfg, top, items, cmds, build_dir, tamper, tag, max_cycles)
+    ix = top.unit.index_port
     params.update({"host_latency": cfg.timing.host_latency, "data_bytes": data_width // 8, "seed": slave_seed,
+                   "hbm_latency": cfg.timing.hbm_latency, "index_bytes": ix.region_bytes,
+                   "index_slot_bytes": ix.slot_bytes,
                    "p_addr_stall": p_addr_stall, "p_w_stall": p_w_stall, "p_r_gap": p_r_gap,
                    "key_words": key_words(load_keys or keys)})
     pfile.write_text(json.dumps(params))
     run_cocotb(top, "omap_axi_top", "omap_axi_tb", build_dir, testcase="unit_axi_trace",
                params={"unit_file": str(pfile)})
     raw = json.loads(out.read_text())
+    # the index lives in the slave's memory (HBM), not behind the debug port
+    imem, sb = bytes.fromhex(raw["index_mem"]), ix.slot_bytes
+    mask = (1 << ix.entry_w) - 1
+    raw["dumps"]["0"] = [int.from_bytes(imem[a:a + sb], "little") & mask for a in range(0, len(imem), sb)]
     run = RtlRun(cfg, raw, top, _DUMP_NAMES)
     run.extra = {k: raw[k] for k in ("host_fault", "slave_faults", "key_refused", "pending")}
+    run.index_log = [tuple(t) for t in raw["index_log"]]
     return run
 
 
@@ -382,7 +391,7 @@ def compare_rtl(model: OmapModel, run: RtlRun, responses, *, host_cycles: str = 
           or any(r[0] < g[0] for r, g in zip(run.host_log, gold_log))):
         diffs.append("host transactions differ (addresses, lengths, order or early issue)")
     x = run.extra
-    if x.get("host_fault") or x.get("slave_faults") or any(x.get("pending", ())):
+    if x.get("host_fault") or x.get("slave_faults") or any(x.get("pending", ()) or ()):
         diffs.append(f"AXI protocol: fault {x.get('host_fault')}, slave findings {x.get('slave_faults')}, "
                      f"undrained {x.get('pending')}")
     if run.host_mem != bytes(model.host.data):
@@ -421,10 +430,11 @@ def _write_rtl(cfg: OmapConfig, seed: int, folder, say, axi_width: int, constant
     """Write the unit's Verilog (the AXI4 top) if the RTL supports this size; (rtl info or None, note)."""
     from celosia.errors import HardwareGenerationError
     from celosia.hw.omap import KEY_WORDS
-    from celosia.hw.omap_axi import OmapUnitAxi
+    from celosia.hw.omap_axi import OmapUnitAxi, check_axi_pages
     from celosia.hw.verilog import to_verilog
 
     try:
+        check_axi_pages(cfg, axi_width)  # before building anything: a refused config leaves no half-made unit
         top = OmapUnitAxi(cfg, derive_keys(seed) if constant_keys else None, data_width=axi_width)
     except HardwareGenerationError as exc:
         return None, f"no Verilog: {exc.message}" + (f" ({exc.hint})" if getattr(exc, "hint", None) else "")

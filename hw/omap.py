@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The oblivious map unit (BOLT-style) as a ``wiring.Component``.
 
 One command at a time on the fixed schedule of :class:`celosia.sim.omap.Schedule`: a cycle
@@ -7,7 +8,8 @@ the next command is accepted at ``latency``. The datapath works as fast as it ca
 the schedule's windows are sized for it, and a sticky ``late`` output flags a missed window
 (never expected; the testbench checks it).
 
-Interfaces (a simple request/response memory port; AXI4 wrapping is left):
+Interfaces (host memory through a page-wide request/response pair here; the deployable top
+:class:`celosia.hw.omap_axi.OmapUnitAxi` puts an AXI4 master on it):
 
 ``cmd`` (in stream)
     op (8) | key_len (8) | key (64) | value_len (8) | value (8V), LSB first. op 0 GET, 1 PUT,
@@ -20,13 +22,23 @@ Interfaces (a simple request/response memory port; AXI4 wrapping is left):
     write (1) | address (64) | length (32) | page data (8 * page_bytes) for writes.
 ``host_rdata`` (in stream)
     one page-wide beat per read, in issue order.
+``key`` (in stream, only with ``keys=None``)
+    ``KEY_WORDS`` 64-bit beats after reset (:func:`key_words`); refused once loaded (ready
+    low), never readable; no command is accepted before. ``keys_loaded`` shows the state.
+``hbm_index`` (AXI4 master, only with ``index_axi=True``)
+    the key index region, one INCR burst per bucket (:mod:`celosia.hw.omap_index`).
 ``dbg_sel``/``dbg_addr``/``dbg_data``
-    read-only view of the HBM-side state (index, pool, loads, versions, queue heads/tails,
-    counters) for the testbench.
+    read-only view of the HBM-side state (index when on chip, pool, loads, versions, queue
+    heads/tails, counters) for the testbench.
+``hbm_fault``
+    sticky error of the index port (AXI error response, overlapping write-backs; never seen).
 
-The HBM-side regions are on-chip ``lib.memory.Memory`` instances here (simulation sizes); on
-an HBM board each would sit behind its own AXI4 port on a pseudo-channel. Keys are
-elaboration-time constants (a key-provisioning port is left).
+The key index (the largest region: 128 MiB at N = 2^20) is reached through a bucket port, on
+chip or an AXI4 master for an HBM pseudo-channel. The other HBM-side regions (item pool, queue
+links, loads, versions, free stack) are on-chip ``lib.memory.Memory`` arrays read
+combinationally by the FSM (simulation sizes, N <= 16384): their accesses are short dependent
+chains (a queue flush follows head -> item -> next per item), which an AXI4 round trip per step
+would stretch far beyond the schedule; docs/omap.md has the plan.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from celosia.hw.omap_crypto import ChaCha20Core, PairSampler, SipHash24Core
+from celosia.hw.omap_index import IndexAxi, IndexOnChip
 from celosia.sim.omap import OmapConfig, Status
 from celosia.sim.omap_crypto import OmapKeys
 
@@ -124,15 +137,20 @@ class OmapUnit(wiring.Component):
         ``OmapKeys``: the keys are elaboration-time constants (simulation and evaluation; the
         bitstream embeds them). ``None``: the unit gets a ``key`` port and loads its keys from
         it after reset (see :func:`key_words`); nothing else happens until they are loaded.
+    index_axi : bool
+        ``True``: the key index sits behind an AXI4 master ``hbm_index`` (one burst per
+        bucket, :class:`~celosia.hw.omap_index.IndexAxi`) for an HBM pseudo-channel; ``False``:
+        an on-chip memory behind the same bucket port.
     """
 
-    def __init__(self, cfg: OmapConfig, keys: OmapKeys | None = None):
+    def __init__(self, cfg: OmapConfig, keys: OmapKeys | None = None, *, index_axi: bool = False):
         if cfg.key_bits > 64:
             raise HardwareGenerationError(f"key_bits={cfg.key_bits}: the RTL unit supports keys up to 64 bits")
         if cfg.n > 1 << 14:
             raise HardwareGenerationError(
-                f"N={cfg.n}: the RTL unit keeps its HBM regions on chip and supports N <= 16384",
-                hint="larger N needs the HBM AXI4 ports (not generated yet); use the golden model")
+                f"N={cfg.n}: the RTL unit keeps its item pool, queue links, loads and versions on chip and "
+                f"supports N <= 16384 (only the key index has an HBM AXI4 port)",
+                hint="use the golden model for larger N; docs/omap.md has the plan for the other regions")
         self.cfg, self.keys, self.sched = cfg, keys, cfg.schedule
         self.V, self.kb = cfg.value_bytes, cfg.key_bytes
         self.bw = max(1, (cfg.bins - 1).bit_length())
@@ -144,7 +162,12 @@ class OmapUnit(wiring.Component):
         self.entry_w = 1 + cfg.key_bits + 3 * self.bw + self.pw
         self.item_w = 1 + cfg.key_bits + 8 * self.V + self.bw
         self.dbg_w = max(self.entry_w, self.item_w, 64, 96)
+        self.index_axi = index_axi
+        idx_args = (self.entry_w, cfg.bucket_width, cfg.buckets)
+        self.index_port = IndexAxi(*idx_args) if index_axi else IndexOnChip(*idx_args)
         members = {}
+        if index_axi:
+            members["hbm_index"] = Out(self.index_port.signature.members["axi"].signature)
         if keys is None:
             # provisioning: KEY_WORDS 64-bit beats, accepted only until all are in (then
             # refused, ready low); the key registers have no path to any output
@@ -159,6 +182,7 @@ class OmapUnit(wiring.Component):
             "initialised": Out(1),
             "halted": Out(1),
             "late": Out(1),
+            "hbm_fault": Out(1),
             "dbg_sel": In(4),
             "dbg_addr": In(32),
             "dbg_data": Out(self.dbg_w),
@@ -182,7 +206,6 @@ class OmapUnit(wiring.Component):
 
         # ---- HBM-side regions (each would be an AXI4 port on its own pseudo-channel) ------
         mems = {
-            "index": Memory(shape=self.entry_w, depth=cfg.buckets * W, init=[]),
             "item": Memory(shape=self.item_w, depth=self.pool_depth, init=[]),
             "next": Memory(shape=pw + 1, depth=self.pool_depth, init=[]),
             "prev": Memory(shape=pw + 1, depth=self.pool_depth, init=[]),
@@ -192,14 +215,30 @@ class OmapUnit(wiring.Component):
             "qtail": Memory(shape=pw + 1, depth=max(1, M), init=[NULL] * max(1, M)),
             "free": Memory(shape=pw, depth=self.pool_depth, init=list(range(self.pool_depth))),
         }
-        R, Wp, D = {}, {}, {}
+        # the key index: behind the bucket port (on chip or AXI4), scanned from the unit's copy
+        # of the current bucket (bkt); the last bucket stays there and is reused, not refetched
+        m.submodules.index = ix = self.index_port
+        if self.index_axi:
+            wiring.connect(m, ix.axi, wiring.flipped(self.hbm_index))
+        bkt = Array(Signal(self.entry_w, name=f"bkt{k}") for k in range(W))
+        have = Signal(range(W + 1))
+        bkt_id, bkt_ok, wb_req = Signal(len(ix.bucket)), Signal(), Signal()
+        m.d.comb += [ix.ent.ready.eq(1), ix.wb.eq(wb_req), ix.wb_bucket.eq(bkt_id),
+                     ix.wb_data.eq(Cat(*bkt)), ix.dbg_addr.eq(self.dbg_addr)]
+        with m.If(ix.ent.valid):
+            m.d.sync += [bkt[have].eq(ix.ent.payload), have.eq(have + 1)]
+        with m.If(wb_req):
+            m.d.sync += wb_req.eq(0)
+        m.d.comb += self.hbm_fault.eq(ix.fault)
+        R, Wp, D = {}, {}, {"index": ix.dbg_data}
         for name, mem in mems.items():
             m.submodules[f"mem_{name}"] = mem
             R[name] = mem.read_port(domain="comb")
             Wp[name] = mem.write_port()
             if name != "free":
-                D[name] = mem.read_port(domain="comb")
-                m.d.comb += D[name].addr.eq(self.dbg_addr)
+                dp = mem.read_port(domain="comb")
+                m.d.comb += dp.addr.eq(self.dbg_addr)
+                D[name] = dp.data
 
         def rd(name, addr):
             m.d.comb += R[name].addr.eq(addr)
@@ -225,7 +264,7 @@ class OmapUnit(wiring.Component):
         with m.Switch(self.dbg_sel):
             for k, name in enumerate(dbg_names):
                 with m.Case(k):
-                    m.d.comb += self.dbg_data.eq(D[name].data)
+                    m.d.comb += self.dbg_data.eq(D[name])
             with m.Case(len(dbg_names)):
                 m.d.comb += self.dbg_data.eq(Cat(count, queued, hbm_count))
 
@@ -480,8 +519,13 @@ class OmapUnit(wiring.Component):
                 m.next = "IDLE"
             with m.State("HASH_WAIT"):
                 with m.If(hmac.done):
-                    m.d.sync += [bucket.eq(hmac.tag[:len(bucket)] if cfg.buckets > 1 else 0),
-                                 scan_i.eq(0), hit.eq(0), free_e.eq(W), fill.eq(0)]
+                    new_b = hmac.tag[:len(bucket)] if cfg.buckets > 1 else Const(0, 1)
+                    m.d.sync += [bucket.eq(new_b), scan_i.eq(0), hit.eq(0), free_e.eq(W), fill.eq(0)]
+                    with m.If(bkt_ok & (bkt_id == new_b)):
+                        m.d.sync += have.eq(W)  # the bucket of the last command: already here
+                    with m.Else():
+                        m.d.comb += [ix.fetch.eq(1), ix.bucket.eq(new_b)]
+                        m.d.sync += [have.eq(0), bkt_id.eq(new_b), bkt_ok.eq(1)]
                     m.next = "PAIR0"
             with m.State("PAIR0"):
                 m.d.comb += sampler.pair.ready.eq(1)
@@ -498,15 +542,16 @@ class OmapUnit(wiring.Component):
                     m.d.sync += place.eq(sampler.pair.payload)
                     m.next = "SCAN"
             with m.State("SCAN"):
-                r = ef(rd("index", bucket * W + scan_i))
+                cur_e = bkt[scan_i]
+                r = ef(cur_e)
                 with m.If(scan_i == W):
                     m.next = "DECIDE"
-                with m.Else():
+                with m.Elif(scan_i < have):  # entries are scanned as they arrive
                     m.d.sync += scan_i.eq(scan_i + 1)
                     with m.If(r["valid"]):
                         m.d.sync += fill.eq(fill + 1)
                         with m.If((r["key"] == key[:kbits]) & ~bad):
-                            m.d.sync += [hit.eq(1), hit_e.eq(scan_i), ent.eq(R["index"].data)]
+                            m.d.sync += [hit.eq(1), hit_e.eq(scan_i), ent.eq(cur_e)]
                     with m.Elif(free_e == W):
                         m.d.sync += free_e.eq(scan_i)
             with m.State("DECIDE"):
@@ -654,7 +699,7 @@ class OmapUnit(wiring.Component):
                         m.next = "PLACE0"
                 with m.Else():
                     with m.If(hit):
-                        wr("index", bucket * W + hit_e, 0)
+                        m.d.sync += bkt[hit_e].eq(0)
                         m.d.sync += [status.eq(Status.OK), count.eq(count - 1)]
                     with m.Else():
                         m.d.sync += status.eq(Status.NOT_FOUND)
@@ -699,18 +744,22 @@ class OmapUnit(wiring.Component):
             with m.State("IDX"):
                 new = Cat(Const(1, 1), key[:kbits], n1, n2, dest, cur)
                 with m.If(hit):
-                    wr("index", bucket * W + hit_e, new)
+                    m.d.sync += bkt[hit_e].eq(new)
                 with m.Else():
-                    wr("index", bucket * W + free_e, new)
                     m.d.sync += count.eq(count + 1)
                     with m.If(free_e == W):  # only reachable during initialisation (the model raises)
                         m.d.sync += [halted.eq(1), fatal.eq(Status.FATAL_CAPACITY)]
+                    with m.Else():
+                        m.d.sync += bkt[free_e].eq(new)
                 with m.If(init_item):
+                    m.d.sync += wb_req.eq(1)  # write the bucket back (next cycle, once updated)
                     m.next = "I_NEXT"
                 with m.Else():
                     m.next = "WAIT_RESP"
             with m.State("WAIT_RESP"):
                 m.d.sync += responded.eq(1)
+                with m.If(~responded):  # every command writes its bucket back, changed or not
+                    m.d.sync += wb_req.eq(1)
                 with m.If(t >= s.respond):  # '>' only if late (flagged), never a hang
                     m.d.comb += [self.resp.valid.eq(1), self.resp.payload.eq(Cat(status, rval))]
                     m.d.sync += active.eq(0)

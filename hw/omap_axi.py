@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """AXI4 side of the oblivious map unit: the signature, a page-burst master, the AXI top.
 
 :class:`OmapUnit` talks to host memory through a page-wide request/response pair
@@ -255,6 +256,8 @@ class OmapUnitAxi(wiring.Component):
         AXI data width in bits (64 or 512 typical).
     addr_width : int
         AXI address width.
+    index_axi : bool
+        Put the key index behind its own AXI4 master ``hbm_index`` (default) rather than on chip.
 
     Ports
     -----
@@ -262,15 +265,18 @@ class OmapUnitAxi(wiring.Component):
         As :class:`~celosia.hw.omap.OmapUnit` (``key``/``keys_loaded`` only with ``keys=None``).
     host : Out(axi4_signature)
         AXI4 master to host memory: one INCR burst of one page per transaction.
+    hbm_index : Out(axi4_signature)
+        With ``index_axi``: AXI4 master to the index region (an HBM pseudo-channel), one burst
+        per bucket (:class:`~celosia.hw.omap_index.IndexAxi`).
     host_fault : Out(1)
         Sticky AXI fault (see :class:`Axi4PageMaster`).
     """
 
     def __init__(self, cfg: OmapConfig, keys: OmapKeys | None = None, *, data_width: int = 512,
-                 addr_width: int = 64):
+                 addr_width: int = 64, index_axi: bool = True):
         self.beats = check_axi_pages(cfg, data_width, addr_width)
         self.cfg, self.keys, self.data_width, self.addr_width = cfg, keys, data_width, addr_width
-        self.unit = OmapUnit(cfg, keys)
+        self.unit = OmapUnit(cfg, keys, index_axi=index_axi)
         members = {}
         for name, member in self.unit.signature.members.items():
             if name not in ("host_req", "host_rdata"):

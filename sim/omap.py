@@ -317,7 +317,9 @@ class Schedule(NamedTuple):
         chacha = 24  # a block every 22 cycles plus the request and store handshakes
         pairs = 2 * (chacha + 4)  # the sampler may need a refill for the second pair
         front = hash_ + pairs + cfg.bucket_width + 8  # hash, two pairs, full bucket scan, decide
-        idx_done = t.hbm_latency + t.hbm_beats(cfg.bucket_bytes)
+        # the key's bucket is fetched once its hash is known (one entry per beat from HBM) and
+        # scanned as it streams in
+        idx_done = hash_ + t.hbm_latency + cfg.bucket_width + 8
         read1 = max(idx_done, front) + 1
         read2 = read1 + pb  # issued so the two pages' data beats do not overlap on the link
         data_end = max(read2 + t.host_latency + pb, read1 + 2 * ks_blocks * chacha + 4)
@@ -328,7 +330,7 @@ class Schedule(NamedTuple):
         write1 = max(merged, read1 + 4 * ks_blocks * chacha + 4) + mac + 4
         write2 = write1 + pb
         respond = write2 + pb + 16  # placement: loads, pool, queue, index
-        ingest = hash_ + pairs // 2 + cfg.bucket_width + 24
+        ingest = hash_ + max(pairs // 2, t.hbm_latency + 2) + cfg.bucket_width + 24
         init_page = max(pb, 3 * cfg.p_cap + 8 + ks_blocks * chacha + mac + 8)
         return Schedule(0, read1, read2, verify, write1, write2, respond, respond + 1, ingest, init_page)
 

@@ -1,9 +1,10 @@
 # amaranth: UnusedElaboratable=no
-"""The oblivious map's AXI4 top on Verilator: AXI4 host master and key-provisioning port.
+"""The oblivious map's AXI4 top on Verilator: AXI4 host master, HBM index master, key port.
 
-One Verilator build of :class:`celosia.hw.omap_axi.OmapUnitAxi` (64-bit AXI, keys loaded
-through the ``key`` port, the bitstream holds none), several runs against the bench's AXI4
-slave (tests/cocotb/omap_axi_tb.py):
+One Verilator build of :class:`celosia.hw.omap_axi.OmapUnitAxi` (64-bit host AXI, the key index
+behind its own AXI4 master, keys loaded through the ``key`` port: the bitstream holds none),
+several runs against the bench's AXI4 slaves (tests/cocotb/omap_axi_tb.py; the index slave
+answers within the modelled HBM latency with random gaps and stalls as well):
 
 * random read latency within the modelled round trip, random gaps between R beats, WREADY
   stalls, B delays: responses, accept and response cycles, the AR/AW log (address, burst bytes,
@@ -48,6 +49,16 @@ def test_axi_top_matches_golden_model(axi_build):
     assert compare_rtl(gold, run, expected) == []
     assert len(run.host_log) == len(gold.host.log) > cfg.host_pages
     assert run.extra["key_refused"] > 0  # junk beats offered after loading were refused
+    # the index region on its own AXI4 master: whole buckets only, read and written back
+    from celosia.hw.omap_axi import OmapUnitAxi
+
+    ix = OmapUnitAxi(cfg, data_width=64).unit.index_port
+    assert ix.bucket_bytes == cfg.bucket_width * ix.slot_bytes
+    assert {t[3] for t in run.index_log} == {ix.bucket_bytes}
+    assert all(t[2] % ix.bucket_bytes == 0 for t in run.index_log)
+    reads = sum(t[1] == "R" for t in run.index_log)
+    writes = sum(t[1] == "W" for t in run.index_log)
+    assert writes == len(cmds) + len(items) and 0 < reads <= writes  # repeated buckets are reused
 
     # address channels stalled too: the slave can delay transactions, never reorder or advance them
     run = run_rtl_axi(cfg, keys, items, cmds[:40], axi_build, slave_seed=4, p_addr_stall=0.3, p_w_stall=0.5,

@@ -27,12 +27,13 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 
 class _Slave:
-    """AXI4 slave state over ``mem``: pending read beats, write bursts, B responses."""
+    """AXI4 slave state over ``mem`` on the port ``prefix``: pending read beats, write bursts,
+    B responses. Read data starts within ``lat`` cycles of the request being presented."""
 
-    def __init__(self, dut, p, mem, rng):
-        self.dut, self.mem, self.rng = dut, mem, rng
-        self.db = int(p["data_bytes"])
-        self.lat = int(p["host_latency"])
+    def __init__(self, dut, prefix, p, mem, rng, data_bytes, lat):
+        self.dut, self.mem, self.rng, self.prefix = dut, mem, rng, prefix
+        self.db = data_bytes
+        self.lat = lat
         self.p_addr, self.p_w, self.p_gap = float(p["p_addr_stall"]), float(p["p_w_stall"]), float(p["p_r_gap"])
         self.beats = []  # read beats: [earliest cycle, data, last]
         self.r_free = 0  # first cycle the R channel is free
@@ -42,35 +43,36 @@ class _Slave:
         self.b_due = []  # cycles a B response becomes valid
         self.ar_seen = None  # cycle the pending AR was first presented
         self.faults = []
+        self.sig = _Port(dut, prefix)
 
     def drive(self, cyc):
         d, r = self.dut, self.rng
-        d.host__arready.value = int(r.random() >= self.p_addr)
-        d.host__awready.value = int(r.random() >= self.p_addr)
-        d.host__wready.value = int(r.random() >= self.p_w)
+        self.sig.arready.value = int(r.random() >= self.p_addr)
+        self.sig.awready.value = int(r.random() >= self.p_addr)
+        self.sig.wready.value = int(r.random() >= self.p_w)
         if self.beats and self.beats[0][0] <= cyc:
             _, data, last = self.beats[0]
-            d.host__rvalid.value, d.host__rdata.value, d.host__rlast.value = 1, data, last
+            self.sig.rvalid.value, self.sig.rdata.value, self.sig.rlast.value = 1, data, last
         else:
-            d.host__rvalid.value, d.host__rlast.value = 0, 0
-        d.host__rresp.value = 0
-        d.host__bvalid.value = int(bool(self.b_due) and self.b_due[0] <= cyc)
-        d.host__bresp.value = 0
+            self.sig.rvalid.value, self.sig.rlast.value = 0, 0
+        self.sig.rresp.value = 0
+        self.sig.bvalid.value = int(bool(self.b_due) and self.b_due[0] <= cyc)
+        self.sig.bresp.value = 0
 
     def _burst(self, ch):
         d = self.dut
-        ln, size, burst = (int(getattr(d, f"host__{ch}{f}").value) for f in ("len", "size", "burst"))
+        ln, size, burst = (int(getattr(self.sig, f"{ch}{f}").value) for f in ("len", "size", "burst"))
         if burst != 1 or (1 << size) != self.db:
             self.faults.append(f"{ch}: burst {burst} size {size}")
-        return int(getattr(d, f"host__{ch}addr").value), ln + 1
+        return int(getattr(self.sig, f"{ch}addr").value), ln + 1
 
     def sample(self, cyc, rel, log):
         """After ReadOnly: handshakes of this cycle."""
         d, r = self.dut, self.rng
-        if int(d.host__arvalid.value):
+        if int(self.sig.arvalid.value):
             if self.ar_seen is None:
                 self.ar_seen = cyc
-            if int(d.host__arready.value):
+            if int(self.sig.arready.value):
                 addr, n = self._burst("ar")
                 log.append([rel, "R", addr, n * self.db])
                 # first beat within the modelled round trip from the request's presentation,
@@ -86,19 +88,19 @@ class _Slave:
                     t += 1
                 self.r_free = t
                 self.ar_seen = None
-        if int(d.host__rvalid.value):
-            if not int(d.host__rready.value):
+        if int(self.sig.rvalid.value):
+            if not int(self.sig.rready.value):
                 self.faults.append("rready low")
             self.beats.pop(0)
-        if int(d.host__awvalid.value) and int(d.host__awready.value):
+        if int(self.sig.awvalid.value) and int(self.sig.awready.value):
             addr, n = self._burst("aw")
             log.append([rel, "W", addr, n * self.db])
             self.aw.append([addr, n])
-        if int(d.host__wvalid.value) and int(d.host__wready.value):
-            if int(d.host__wstrb.value) != (1 << self.db) - 1:
+        if int(self.sig.wvalid.value) and int(self.sig.wready.value):
+            if int(self.sig.wstrb.value) != (1 << self.db) - 1:
                 self.faults.append("partial wstrb")
-            self.wdata.append(int(d.host__wdata.value))
-            if int(d.host__wlast.value):
+            self.wdata.append(int(self.sig.wdata.value))
+            if int(self.sig.wlast.value):
                 self.wbursts.append(self.wdata)
                 self.wdata = []
         while self.aw and self.wbursts:
@@ -108,10 +110,20 @@ class _Slave:
             for k, w in enumerate(data):
                 self.mem[addr + k * self.db:addr + (k + 1) * self.db] = w.to_bytes(self.db, "little")
             self.b_due.append(max([cyc + r.randint(1, 12)] + self.b_due[-1:]))
-        if int(d.host__bvalid.value):
-            if not int(d.host__bready.value):
+        if int(self.sig.bvalid.value):
+            if not int(self.sig.bready.value):
                 self.faults.append("bready low")
             self.b_due.pop(0)
+
+
+class _Port:
+    """``port.awaddr`` for the flattened Verilog signal ``<prefix>__awaddr``."""
+
+    def __init__(self, dut, prefix):
+        self._dut, self._prefix = dut, prefix
+
+    def __getattr__(self, name):
+        return getattr(self._dut, f"{self._prefix}__{name}")
 
 
 @cocotb.test()
@@ -123,10 +135,14 @@ async def unit_axi_trace(dut):
     keys = [int(k) for k in p["key_words"]]
     mem = bytearray(int(p["host_bytes"]))
     tamper = {int(k): v for k, v in p.get("tamper", {}).items()}
-    slave = _Slave(dut, p, mem, rng)
+    slave = _Slave(dut, "host", p, mem, rng, int(p["data_bytes"]), int(p["host_latency"]))
+    imem = bytearray(int(p["index_bytes"]))
+    islave = _Slave(dut, "hbm_index", p, imem, rng, int(p["index_slot_bytes"]), int(p["hbm_latency"]))
+    ilog = []
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
-    for sig in ("cmd__valid", "key__valid", "host__rvalid", "host__bvalid"):
+    for sig in ("cmd__valid", "key__valid", "host__rvalid", "host__bvalid", "hbm_index__rvalid",
+                "hbm_index__bvalid"):
         getattr(dut, sig).value = 0
     dut.resp__ready.value = 1
     await RisingEdge(dut.clk)
@@ -144,6 +160,7 @@ async def unit_axi_trace(dut):
         if nxt < len(beats):
             dut.cmd__payload.value = beats[nxt]
         slave.drive(cyc)
+        islave.drive(cyc)
         await ReadOnly()
         rel = cyc - c0 if c0 is not None else cyc
         assert int(dut.keys_loaded.value) == (kn == len(keys)), f"keys_loaded wrong after {kn} key words"
@@ -164,12 +181,15 @@ async def unit_axi_trace(dut):
         if int(dut.resp__valid.value):
             resps.append([rel, int(dut.resp__payload.value)])
         slave.sample(cyc, rel, log)
+        islave.sample(cyc, rel, ilog)
         cyc += 1
     for _ in range(40):  # let the last write bursts and B responses drain
         await FallingEdge(dut.clk)
         slave.drive(cyc)
+        islave.drive(cyc)
         await ReadOnly()
         slave.sample(cyc, cyc - c0, log)
+        islave.sample(cyc, cyc - c0, ilog)
         cyc += 1
     dumps = {}
     for sel, depth in p["dump"]:
@@ -184,8 +204,9 @@ async def unit_axi_trace(dut):
     await RisingEdge(dut.clk)
     result = {"accepts": acc, "responses": resps, "host_log": log, "host_mem": mem.hex(), "dumps": dumps,
               "late": int(dut.late.value), "halted": int(dut.halted.value), "cycles": cyc,
-              "host_fault": int(dut.host_fault.value), "slave_faults": slave.faults, "key_refused": refused,
-              "pending": [len(slave.beats), len(slave.aw), len(slave.wbursts), len(slave.b_due)]}
+              "host_fault": int(dut.host_fault.value) | 2 * int(dut.hbm_fault.value), "slave_faults": slave.faults + islave.faults,
+              "key_refused": refused, "index_mem": imem.hex(), "index_log": ilog,
+              "pending": [len(x.beats) + len(x.aw) + len(x.wbursts) + len(x.b_due) for x in (slave, islave)]}
     with open(p["out"], "w") as f:
         json.dump(result, f)
     assert len(resps) == int(p["n_resp"]), f"{len(resps)} of {p['n_resp']} responses in {cyc} cycles"
