@@ -1,23 +1,24 @@
 """The 1-pass attention engine: FuseMax-style cascade with the 1D work hidden under the MACs.
 
 :class:`AttentionEngine` computes :func:`celosia.ir.attention.attention_int` bit for bit for one
-*block* of ``lanes`` query rows at a time (for grouped-query attention: the query heads of one
+*block* of ``lanes·rows`` query rows at a time (for grouped-query attention: the query heads of one
 KV group × consecutive positions), streaming the block's keys and values once.
 
 Dataflow (one MAC per lane and cycle; ``x`` counts key tiles over all blocks)::
 
     MAC array:  QK(0) QK(1) SV(0) QK(2) SV(1) ... QK(x+1) SV(x) ...
-    QK(x):   per key j, E cycles: k_j[e] is broadcast, lane l accumulates q_l·k_j
-    scores:  the L finished dot products of a key are captured and shifted out one per cycle:
+    QK(x):   per key j, E·rows cycles: k_j[e] is broadcast (and held for the rows of a lane),
+             lane l accumulates q·k_j for each of its rows
+    scores:  the block's finished dot products of a key are shifted out one per cycle:
              ×scale constant, round, saturate → tile score buffer (2 banks) and tile max
     1D(x):   during QK(x+1): per lane m_new, PRM, SLN_j (one ExpNeg, one input per cycle),
              Σ SLN_j → per-lane SLN memories
-    SV(x):   per key j, F cycles: v_j[f] is broadcast, lane l accumulates SLN_lj·v_j[f] into
-             its tile accumulator (a per-lane F-word memory, read-modify-write)
-    rescale(x): during QK(x+2): RNV[l][f] ← (PRM_l·RNV[l][f] >> Fe) + acc[l][f] and the same
-             for RD, on one shared multiplier (L·(F+1) cycles)
-    output:  after the block's last rescale: one Reciprocal per lane, then y = RNV·r rounded
-             (L·F beats), overlapped with the next block (RNV/RD are double-banked)
+    SV(x):   per key j, F·rows cycles: v_j[f] is broadcast, each row accumulates SLN_j·v_j[f]
+             into its tile accumulator (a per-lane rows·F-word memory, read-modify-write)
+    rescale(x): during QK(x+2): RNV[i][f] ← (PRM_i·RNV[i][f] >> Fe) + acc[i][f] and the same
+             for RD, on one shared multiplier (block·(F+1) cycles)
+    output:  after the block's last rescale: one Reciprocal per row, then y = RNV·r rounded
+             (block·F beats), overlapped with the next block (RNV/RD are double-banked)
 
 The MAC array only waits when the streams do, or for the 1D work of the very last tile. On-chip
 storage does not depend on the sequence length. Interlocks (flags, not timing assumptions) keep
@@ -28,10 +29,11 @@ Interfaces (``lib.stream``; payload fields in amaranth layout order)
 ``cfg``
     One beat per block: ``n_keys`` (keys streamed for the block, ``1..max_len``), ``causal``,
     ``pos0`` (query position of lane 0) and ``pos_mask``: lane ``l`` holds position
-    ``pos0 + (l & pos_mask)`` (``pos_mask = P − 1`` for ``P`` positions per block); with
-    ``causal`` key ``j`` is masked for lane ``l`` when ``j > pos0 + (l & pos_mask)``.
+    ``pos0 + (i & pos_mask)`` for row ``i`` of the block (``pos_mask = P − 1`` for ``P``
+    positions per block); with ``causal`` key ``j`` is masked for row ``i`` when
+    ``j > pos0 + (i & pos_mask)``. Row ``i`` lives in lane ``i mod lanes``.
 ``q``
-    ``lanes·E`` beats per block, lane-major (``q_l[e]``); loaded into the second bank while the
+    ``block·E`` beats per block, row-major (``q_i[e]``); loaded into the second bank while the
     previous block runs.
 ``k``
     ``n_keys·E`` beats per block, key-major: ``data`` and ``keep`` (key-padding mask bit, 1 =
@@ -39,7 +41,7 @@ Interfaces (``lib.stream``; payload fields in amaranth layout order)
 ``v``
     ``n_keys·F`` beats per block, key-major.
 ``o``
-    ``lanes·F`` beats per block, lane-major, in the output format.
+    ``block·F`` beats per block, row-major, in the output format.
 
 With ``causal`` the driver skips the keys after the block's last query (``n_keys =
 min(Tk, pos_max + 1)``): those are key tiles above the diagonal, and skipping them does not
@@ -51,19 +53,24 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from celosia.errors import GraphError, HardwareGenerationError
 from celosia.hw.dsp import is_ecp5
 from celosia.hw.pipeline import Pipeline, Tap
 from celosia.hw.primitives import ExpNeg, Reciprocal
 from celosia.ir.attention import EXP_FRAC, TILE, attention_numerics, scale_constant
 from celosia.ir.numerics import Fixed
 
+from celosia.errors import GraphError, HardwareGenerationError
+
 __all__ = ["AttentionEngine", "schedule", "unpack_output"]
+
+
+#: Default formats: 16-bit data (s16.12) and scores (s16.10).
+_DATA = Fixed(16, 12)
+_SCORE = Fixed(16, 10)
 
 
 def _fail(msg: str, hint: str):
@@ -90,7 +97,7 @@ def _sat(x, fmt: Fixed):
 
 
 class AttentionEngine(wiring.Component):
-    """1-pass attention over key tiles with ``lanes`` query rows per block.
+    """1-pass attention over key tiles with ``lanes·rows`` query rows per block.
 
     Parameters
     ----------
@@ -99,7 +106,11 @@ class AttentionEngine(wiring.Component):
     f : int, optional
         Value dimension ``F`` (default ``E``).
     lanes : int
-        MAC lanes = query rows per block (the query-block size), 1..min(E, 64).
+        MAC lanes (one multiplier each), a power of two, 2..min(E, 64) (below E when
+        ``rows > 1``).
+    rows : int
+        Query rows per lane (a power of two, 1..64): each k/v element is held for ``rows``
+        cycles. The query-block size is ``block = lanes·rows``: K and V are read once per block.
     tile : int
         Key-tile size ``T`` (a power of two): changes the bits exactly as ``tile`` of
         :func:`~celosia.ir.attention.attention_int`.
@@ -123,8 +134,8 @@ class AttentionEngine(wiring.Component):
     """
 
     def __init__(self, e: int, f: int | None = None, lanes: int = 8, rows: int = 1, tile: int = TILE,
-                 q_fmt: Fixed = Fixed(16, 12), k_fmt: Fixed = Fixed(16, 12), v_fmt: Fixed = Fixed(16, 12),
-                 score_fmt: Fixed = Fixed(16, 10), out_fmt: Fixed = Fixed(16, 12), scale: float | None = None,
+                 q_fmt: Fixed = _DATA, k_fmt: Fixed = _DATA, v_fmt: Fixed = _DATA,
+                 score_fmt: Fixed = _SCORE, out_fmt: Fixed = _DATA, scale: float | None = None,
                  max_len: int = 4096, exp_frac: int = EXP_FRAC, recip_frac: int = EXP_FRAC + 4):
         f = e if f is None else f
         _int("e", e, 1, 256, "the head dimension E must be 1..256")
@@ -215,7 +226,7 @@ class AttentionEngine(wiring.Component):
                 "the generated addressing limit", hint=f"generate AttentionEngine(max_len={max(seq_q, seq_k)}) or more")
 
     # ------------------------------------------------------------------ elaboration
-    def elaborate(self, platform):  # noqa: C901 - one dataflow, kept in one place on purpose
+    def elaborate(self, platform):
         m = Module()
         ecp5 = is_ecp5(platform)
         L, R, E, F, T = self.lanes, self.rows, self.e, self.f, self.tile
@@ -702,7 +713,7 @@ def schedule(engine: AttentionEngine, q, k, v, mask=None, causal: bool = False, 
             out["k"] += [_pack([(x, kb), (keep[b, j], 1)]) for x in k[b, g, j]]
             out["v"] += [int(x) & ((1 << vb) - 1) for x in v[b, g, j]]
     out["n_blocks"] = len(sel)
-    byte = lambda fmt: (fmt.bits + 7) // 8  # noqa: E731
+    byte = lambda fmt: (fmt.bits + 7) // 8
     out["traffic_bytes"] = (len(out["q"]) * byte(engine.q_fmt) + len(out["k"]) * byte(engine.k_fmt)
                             + len(out["v"]) * byte(engine.v_fmt) + len(out["out"]) * byte(engine.out_fmt))
     return out

@@ -71,26 +71,25 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
-from celosia.errors import GraphError
+from celosia.ir import approx
 from celosia.ir import numerics as nx_
 from celosia.ir.numerics import Fixed
-from celosia.errors import HardwareGenerationError
-from celosia.ir import approx
 from celosia.ir.softmax import softmax_float
 
+from celosia.errors import GraphError, HardwareGenerationError
+
 __all__ = [
-    "attention_shapes",
-    "attention_float",
-    "attention_scores_float",
-    "attention_int",
-    "attention_error_bound",
-    "scale_constant",
-    "prob_format",
-    "AttentionNumerics",
-    "attention_numerics",
-    "TILE",
     "EXP_FRAC",
+    "TILE",
+    "AttentionNumerics",
+    "attention_error_bound",
+    "attention_float",
+    "attention_int",
+    "attention_numerics",
+    "attention_scores_float",
+    "attention_shapes",
+    "prob_format",
+    "scale_constant",
 ]
 
 SCALE_BITS = 18
@@ -112,7 +111,7 @@ def attention_shapes(name: str, shapes: list[tuple[int, ...]], attrs: dict) -> t
             f"Attention '{name}': q {q}, k {k}, v {v} must all be (B, T, H*E) or all (B, H, T, E)",
             hint="reshape q, k and v to the same layout",
         )
-    heads, kv_heads, e, tk = _dims(name, q, k, attrs)
+    heads, kv_heads, _e, tk = _dims(name, q, k, attrs)
     if k != v:
         raise GraphError(f"Attention '{name}': k {k} and v {v} differ in shape", hint="k and v must match")
     if heads % kv_heads:

@@ -21,11 +21,11 @@ import json
 
 import numpy as np
 import pytest
-
-from celosia.errors import CelosiaError, GraphError, HardwareGenerationError
 from celosia.hw.attention import AttentionEngine, schedule
 from celosia.ir.attention import attention_int
 from celosia.sim.cocotb_runner import run_cocotb
+
+from celosia.errors import CelosiaError, GraphError, HardwareGenerationError
 
 T = 16
 #: (lanes, rows per lane) of each build: blocks of 8, 16 and 32 queries.

@@ -29,10 +29,9 @@ import json
 import random
 
 import cocotb
+from celosia.sim.cocotb_runner import tb_params
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
-
-from celosia.sim.cocotb_runner import tb_params
 
 _SOURCES = ("cfg", "q", "k", "v")
 
