@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """Attention engine: MAC utilisation from Verilator cycle counts, traffic, on-chip bits, ECP5 Fmax.
 
-Cycles: :class:`celosia.hw.attention.AttentionEngine` (E = F = 64, 8 lanes, tile 16) inside a
+Cycles: :class:`celosia.hw.attention.AttentionEngine` (E = F = 64, 8 lanes × 8 rows = blocks of 64
+queries, tile 16) inside a
 small driver (:class:`_Bench`) that plays the DMA: it sends one ``cfg`` beat per query block
 (kv head × block of positions, causal blocks stop at their last query, as
 :func:`celosia.hw.attention.schedule` does), keeps ``q``, ``k`` and ``v`` valid every cycle and
@@ -15,7 +16,7 @@ engine's control does not look at data values, so the streams carry zeros.
 per query block, the key-padding bit, O once); ``min_traffic_bytes`` reads Q, K, V once per layer
 and writes O once. ``onchip_bits`` is the engine's state (memories and per-lane registers).
 
-Fmax / resources: a small configuration (E = F = 16, 4 lanes) built alone in
+Fmax / resources: a small configuration (E = F = 16, 4 lanes × 2 rows) built alone in
 :class:`celosia.boards.unit_build.UnitTop` on the ULX3S-85F (YoWASP yosys + nextpnr-ecp5,
 post-route, 100 MHz target); the figures include UnitTop's harness (``harness_ff`` /
 ``harness_lut``).
@@ -42,9 +43,9 @@ from celosia.hw.attention import AttentionEngine
 from celosia.sim.harness import VerilatedDesign
 
 E = F = 64
-LANES = 8
+LANES, ROWS = 8, 8          # 8 MAC lanes × 8 query rows per lane: blocks of 64 queries
 SEQS = [64, 128, 256, 512, 1024, 2048, 4096]
-FPGA_E, FPGA_LANES = 16, 4
+FPGA_E, FPGA_LANES, FPGA_ROWS = 16, 4, 2
 
 
 class _Bench(wiring.Component):
@@ -85,23 +86,23 @@ class _Bench(wiring.Component):
 
 def _case_figures(eng: AttentionEngine, seq: int, heads: int, kv_heads: int, causal: bool) -> dict:
     G = heads // kv_heads
-    P = eng.lanes // G
+    P = eng.block // G
     blocks = [(g, p0) for g in range(kv_heads) for p0 in range(0, seq, P)]
     n_keys = [min(seq, p0 + P) if causal else seq for _g, p0 in blocks]
     pairs = heads * (seq * (seq + 1) // 2 if causal else seq * seq)
-    byte = lambda fmt: (fmt.bits + 7) // 8  # noqa: E731
-    traffic = (len(blocks) * eng.lanes * (eng.e * byte(eng.q_fmt) + eng.f * byte(eng.out_fmt))
+    byte = lambda fmt: (fmt.bits + 7) // 8
+    traffic = (len(blocks) * eng.block * (eng.e * byte(eng.q_fmt) + eng.f * byte(eng.out_fmt))
                + sum(n_keys) * (eng.e * byte(eng.k_fmt) + eng.f * byte(eng.v_fmt)) + (sum(n_keys) + 7) // 8)
     minimum = (heads * seq * (eng.e * byte(eng.q_fmt) + eng.f * byte(eng.out_fmt))
                + kv_heads * seq * (eng.e * byte(eng.k_fmt) + eng.f * byte(eng.v_fmt)) + (seq + 7) // 8)
     return {"blocks": len(blocks), "per_block": P, "macs": pairs * (eng.e + eng.f),
             "traffic_bytes": traffic, "min_traffic_bytes": minimum,
-            "total_out": len(blocks) * eng.lanes * eng.f}
+            "total_out": len(blocks) * eng.block * eng.f}
 
 
 def cycles(cases, build_dir: Path) -> list[dict]:
     """Verilator cycle counts of ``cases`` = [(seq, heads, kv_heads, causal), ...]."""
-    eng = AttentionEngine(E, F, lanes=LANES, max_len=max(SEQS))
+    eng = AttentionEngine(E, F, lanes=LANES, rows=ROWS, max_len=max(SEQS))
     bench = _Bench(eng)
     build_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / "attn_bench.v"
@@ -120,6 +121,7 @@ def cycles(cases, build_dir: Path) -> list[dict]:
             cyc = dut.get("cycles")
             rows.append({"seq": seq, "e": E, "f": F, "heads": heads, "kv_heads": kv_heads, "causal": causal,
                          "cycles": cyc, "ideal_cycles": ideal, "macs": fig["macs"], "mac_lanes": LANES,
+                         "query_block": eng.block,
                          "utilization": round(fig["macs"] / (LANES * cyc), 5), "onchip_bits": eng.onchip_bits,
                          "traffic_bytes": fig["traffic_bytes"], "min_traffic_bytes": fig["min_traffic_bytes"],
                          "traffic_ratio": round(fig["traffic_bytes"] / fig["min_traffic_bytes"], 3),
@@ -134,7 +136,7 @@ def fpga(build_dir: Path) -> dict:
     from celosia.boards.flow import build_bitstream
     from celosia.boards.unit_build import UnitTop
 
-    eng = AttentionEngine(FPGA_E, lanes=FPGA_LANES, max_len=1024)
+    eng = AttentionEngine(FPGA_E, lanes=FPGA_LANES, rows=FPGA_ROWS, max_len=1024)
     top = UnitTop(eng, "ulx3s-85f")
     t0 = time.monotonic()
     res = build_bitstream(top, top.board, build_dir, name="unit")
@@ -142,7 +144,7 @@ def fpga(build_dir: Path) -> dict:
     return {"fmax_mhz": round(res.fmax_mhz, 2), "target_mhz": res.target_mhz,
             "resources": {k: r[k]["used"] for k in ("lut", "ff", "dsp", "bram")},
             "available": {k: r[k]["available"] for k in ("lut", "ff", "dsp", "bram")},
-            "config": {"e": FPGA_E, "f": FPGA_E, "lanes": FPGA_LANES, "tile": eng.tile, "max_len": 1024,
+            "config": {"e": FPGA_E, "f": FPGA_E, "lanes": FPGA_LANES, "rows": FPGA_ROWS, "tile": eng.tile, "max_len": 1024,
                        "onchip_bits": eng.onchip_bits},
             "harness_ff": top.harness_ff, "harness_lut": top.harness_lut,
             "build_s": round(time.monotonic() - t0, 1)}
@@ -167,7 +169,8 @@ def main(argv=None) -> int:
         rows = cycles(cases, base / "verilator")
         hw = None if args.no_fpga else fpga(base / "ecp5")
     payload = {
-        "engine": {"e": E, "f": F, "lanes": LANES, "tile": 16, "max_len": max(SEQS)},
+        "engine": {"e": E, "f": F, "lanes": LANES, "rows": ROWS, "query_block": LANES * ROWS, "tile": 16,
+                   "max_len": max(SEQS)},
         "cases": rows,
         "fmax_mhz": hw["fmax_mhz"] if hw else None,
         "resources": hw["resources"] if hw else None,
@@ -178,7 +181,8 @@ def main(argv=None) -> int:
                              "onchip_bits", "traffic_bytes", "min_traffic_bytes", "traffic_ratio"],
          args.json, payload)
     if hw:
-        print(f"ECP5-85F (E=F={FPGA_E}, {FPGA_LANES} lanes): {hw['fmax_mhz']} MHz, {hw['resources']}")
+        print(f"ECP5-85F (E=F={FPGA_E}, {FPGA_LANES} lanes x {FPGA_ROWS} rows): {hw['fmax_mhz']} MHz, "
+              f"{hw['resources']}")
     return 0
 
 
