@@ -6,7 +6,8 @@ The op takes ``q, k, v`` either *packed* as ``(B, T, H·E)`` (the output of the 
 projections, ``attrs["heads"]`` and ``attrs["kv_heads"]`` give ``H`` and ``Hkv``) or *split*
 as ``(B, H, T, E)`` (what ``scaled_dot_product_attention`` takes); the output has the
 layout of ``q``. Grouped-query attention: query head ``h`` reads key/value head
-``h // (H / Hkv)``. An optional fourth operand is a key-padding mask ``(B, Tk)`` with 1
+``h // (H / Hkv)``. Values may have their own head size ``F`` (``v`` is ``(B, Tk, Hkv·F)`` or
+``(B, Hkv, Tk, F)``), which the output then has. An optional fourth operand is a key-padding mask ``(B, Tk)`` with 1
 for keys that take part and 0 for masked keys; ``attrs["causal"]`` masks key ``j > i``
 (top-left aligned, as PyTorch's ``is_causal``). The scale is
 ``attrs["scale"]`` (default ``1/√E``).
@@ -104,7 +105,7 @@ _RD_INT_BITS = 17
 
 
 def attention_shapes(name: str, shapes: list[tuple[int, ...]], attrs: dict) -> tuple[int, ...]:
-    """Check operand shapes and return the output shape (``q``'s shape)."""
+    """Check operand shapes and return the output shape (``q``'s, with the value head size F)."""
     q, k, v = shapes[:3]
     if len(q) not in (3, 4) or len(k) != len(q) or len(v) != len(q):
         raise GraphError(
@@ -112,8 +113,10 @@ def attention_shapes(name: str, shapes: list[tuple[int, ...]], attrs: dict) -> t
             hint="reshape q, k and v to the same layout",
         )
     heads, kv_heads, _e, tk = _dims(name, q, k, attrs)
-    if k != v:
-        raise GraphError(f"Attention '{name}': k {k} and v {v} differ in shape", hint="k and v must match")
+    if k[:-1] != v[:-1] or (len(v) == 3 and v[2] % kv_heads):
+        raise GraphError(
+            f"Attention '{name}': k {k} and v {v} must agree in everything but the head size",
+            hint="v holds one value vector (any size F) per key and key/value head")
     if heads % kv_heads:
         raise GraphError(
             f"Attention '{name}': {heads} query heads are not a multiple of {kv_heads} key/value heads",
@@ -126,7 +129,8 @@ def attention_shapes(name: str, shapes: list[tuple[int, ...]], attrs: dict) -> t
             f"Attention '{name}': key-padding mask has shape {shapes[3]}, expected {(q[0], tk)}",
             hint="the mask is (batch, keys) with 1 for keys that take part",
         )
-    return q
+    f = v[-1] // kv_heads if len(v) == 3 else v[-1]  # the value head size F may differ from E
+    return q[:-1] + (heads * f if len(q) == 3 else f,)
 
 
 def _dims(name, q, k, attrs):

@@ -2,11 +2,11 @@
 and the canonicalization of decomposed attention (MatMul → scale → mask → Softmax → MatMul).
 
 Every case of ``onnx/backend/test/case/node/attention.py`` is collected through its own
-``expect`` calls. Cases the IR represents (MHA, GQA, 3-D packed and 4-D split layouts, scale,
-causal, boolean key-padding masks) must import and match both the case's stored outputs (at the
+``expect`` calls. Cases the IR represents (MHA, GQA, 3-D packed and 4-D split layouts, a value
+head size different from the key's, scale, causal, boolean key-padding masks) must import and match both the case's stored outputs (at the
 tolerance of its dtype) and ``onnx.reference.ReferenceEvaluator`` run in float64 (1e-12); every
-other case (per-query or additive masks, softcap, KV cache, extra outputs, a value head size
-different from the key's) must be refused with a CelosiaError naming the node.
+other case (per-query or additive masks, softcap, local windows, KV cache, extra outputs) must
+be refused with a CelosiaError naming the node.
 """
 
 from __future__ import annotations
@@ -53,11 +53,9 @@ def _is_representable(node, inputs) -> bool:
     """What the IR's Attention op covers (see celosia.ir.attention)."""
     at = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     present = [i for i in node.input if i]
-    q, k, v = inputs[:3]
-    same_head = v.shape[-1] == k.shape[-1]
     windowed = at.get("left_window_size", -1) != -1 or at.get("right_window_size", -1) != -1
     return (len(present) == 3 and len([o for o in node.output if o]) == 1 and not at.get("softcap")
-            and not at.get("qk_matmul_output_mode") and same_head and not windowed)
+            and not at.get("qk_matmul_output_mode") and not windowed)
 
 
 def _float64_model(node, inputs, outputs, opset=OPSET):
@@ -256,3 +254,32 @@ def test_onnx_where_mask_before_softmax_is_canonicalized():
     feeds = _feeds(np.random.default_rng(1), b=1, t=t, e=e)
     np.testing.assert_allclose(run_float(graph, feeds)[graph.outputs[0].name],
                                ReferenceEvaluator(model).run(None, feeds)[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_value_head_size_may_differ_from_the_key_head_size(packed):
+    """F != E: float vs an explicit formula, and the bit-exact cascade within its stated bound."""
+    from celosia.ir.attention import attention_error_bound, attention_float, attention_int, prob_format
+    from celosia.ir.numerics import Fixed, dequantize, quantize
+
+    rng = np.random.default_rng(8)
+    b, h, hkv, t, e, f = 2, 4, 2, 9, 8, 5
+    q, k, v = rng.normal(size=(b, h, t, e)), rng.normal(size=(b, hkv, t, e)), rng.normal(size=(b, hkv, t, f))
+    attrs = {"causal": True}
+    if packed:
+        pack = lambda x: x.transpose(0, 2, 1, 3).reshape(b, t, -1)  # noqa: E731
+        q, k, v = pack(q), pack(k), pack(v)
+        attrs.update(heads=h, kv_heads=hkv)
+    y = attention_float(q, k, v, None, attrs)
+    assert y.shape == ((b, t, h * f) if packed else (b, h, t, f))
+    g = GraphBuilder("fe")
+    ins = [g.input(n, x.shape) for n, x in zip("qkv", (q, k, v))]
+    g.output(g.attention(*ins, causal=True, **({"heads": h, "kv_heads": hkv} if packed else {})), "y")
+    assert run_float(g.build(), dict(zip("qkv", (q, k, v))))["y"].shape == y.shape
+    fq = fk = fv = Fixed(16, 12)
+    out = Fixed(16, 13)
+    attrs.update(score_fmt=Fixed(16, 11), prob_fmt=prob_format(16))
+    codes = [quantize(x, fq) for x in (q, k, v)]
+    got = dequantize(attention_int(*codes, None, attrs, fq, fk, fv, out), out)
+    ref = attention_float(*(dequantize(c, fq) for c in codes), None, attrs)
+    assert np.all(np.abs(got - ref) <= attention_error_bound(*codes, None, attrs, fq, fk, fv, out))
