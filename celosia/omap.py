@@ -311,8 +311,8 @@ def run_rtl_axi(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, data
                 load_keys: OmapKeys | None = None, tamper=None, tag: str = "axi",
                 max_cycles: int | None = None) -> RtlRun:
     """Simulate the AXI4 top (:class:`~celosia.hw.omap_axi.OmapUnitAxi`, keys provisioned
-    through its key port, the index behind its HBM AXI4 master) against AXI4 slave models
-    with random timing (host memory and the index region).
+    through its key port, the index and the versions behind their HBM AXI4 masters) against
+    AXI4 slave models with random timing (host memory and both HBM regions).
 
     Parameters
     ----------
@@ -337,7 +337,7 @@ def run_rtl_axi(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, data
     RtlRun
         ``host_log`` holds the AR/AW handshakes as ``(cycle, R/W, address, burst bytes)``;
         ``extra`` the AXI diagnostics (``host_fault``, the slaves' protocol findings, refused
-        key beats, undrained transactions); ``index_log`` the index port's bursts.
+        key beats, undrained transactions); ``hbm_log`` the HBM ports' bursts by port name.
     """
     from celosia.hw.omap import key_words
     from celosia.hw.omap_axi import OmapUnitAxi
@@ -346,23 +346,24 @@ def run_rtl_axi(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, data
     build_dir = Path(build_dir)
     top = OmapUnitAxi(cfg, None, data_width=data_width)
     params, pfile, out = _unit_params(cfg, top, items, cmds, build_dir, tamper, tag, max_cycles)
-    ix = top.unit.index_port
+    ix, vp = top.unit.index_port, top.unit.versions_port
     params.update({"host_latency": cfg.timing.host_latency, "data_bytes": data_width // 8, "seed": slave_seed,
-                   "hbm_latency": cfg.timing.hbm_latency, "index_bytes": ix.region_bytes,
-                   "index_slot_bytes": ix.slot_bytes,
+                   "hbm_latency": cfg.timing.hbm_latency,
+                   "hbm": [["hbm_index", ix.region_bytes, ix.slot_bytes], ["hbm_versions", vp.region_bytes, 8]],
                    "p_addr_stall": p_addr_stall, "p_w_stall": p_w_stall, "p_r_gap": p_r_gap,
                    "key_words": key_words(load_keys or keys)})
     pfile.write_text(json.dumps(params))
     run_cocotb(top, "omap_axi_top", "omap_axi_tb", build_dir, testcase="unit_axi_trace",
                params={"unit_file": str(pfile)})
     raw = json.loads(out.read_text())
-    # the index lives in the slave's memory (HBM), not behind the debug port
-    imem, sb = bytes.fromhex(raw["index_mem"]), ix.slot_bytes
-    mask = (1 << ix.entry_w) - 1
-    raw["dumps"]["0"] = [int.from_bytes(imem[a:a + sb], "little") & mask for a in range(0, len(imem), sb)]
+    # the index and the versions live in the slaves' memories (HBM), not behind the debug port
+    for sel, name, sb, width in ((0, "hbm_index", ix.slot_bytes, ix.entry_w), (3, "hbm_versions", 8, 64)):
+        mem = bytes.fromhex(raw["hbm_mem"][name])
+        raw["dumps"][str(sel)] = [int.from_bytes(mem[a:a + sb], "little") & ((1 << width) - 1)
+                                  for a in range(0, len(mem), sb)]
     run = RtlRun(cfg, raw, top, _DUMP_NAMES)
     run.extra = {k: raw[k] for k in ("host_fault", "slave_faults", "key_refused", "pending")}
-    run.index_log = [tuple(t) for t in raw["index_log"]]
+    run.hbm_log = {k: [tuple(t) for t in v] for k, v in raw["hbm_log"].items()}
     return run
 
 
@@ -444,12 +445,17 @@ def _write_rtl(cfg: OmapConfig, seed: int, folder, say, axi_width: int, constant
     ports = {"cmd": top.unit.cmd_w, "resp": 8 + 8 * cfg.value_bytes,
              "host": f"AXI4 master, {axi_width}-bit data, 64-bit address, one INCR burst of "
                      f"{top.beats} beats per page"}
+    u = top.unit
+    ports["hbm_index"] = (f"AXI4 master, {u.index_port.data_width}-bit data: one burst of {cfg.bucket_width} beats "
+                          f"per bucket, {u.index_port.region_bytes} bytes")
+    ports["hbm_versions"] = f"AXI4 master, 64-bit data: one beat per page version, {u.versions_port.region_bytes} bytes"
     if not constant_keys:
         ports["key"] = f"{KEY_WORDS} x 64-bit beats after reset: rng | enc | mac | index (celosia.hw.omap.key_words)"
     info = {"verilog": "omap_unit.v", "top": "omap_unit", "ports": ports, "axi_data_width": axi_width,
             "keys": f"constant, derived from key_seed {seed}" if constant_keys else "key port (none in the bitstream)",
             "latency_cycles": s.latency, "init_cycles": cfg.n * s.ingest + cfg.host_pages * s.init_page + 1}
-    note = ("host memory through the AXI4 master; the HBM regions are on-chip memories (no HBM AXI4 ports yet)"
+    note = ("host memory, the key index and the page versions through AXI4 masters; the item pool, queue links "
+            "and loads are on-chip memories (no HBM AXI4 ports for them yet)"
             + ("; keys are elaboration-time constants (evaluation only)" if constant_keys else ""))
     return info, note
 

@@ -49,12 +49,16 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from celosia.hw.omap_crypto import ChaCha20Core, PairSampler, SipHash24Core
 from celosia.hw.omap_index import IndexAxi, IndexOnChip
+from celosia.hw.omap_versions import VersionsAxi, VersionsOnChip
 from celosia.sim.omap import OmapConfig, Status
 from celosia.sim.omap_crypto import OmapKeys
 
 from celosia.errors import HardwareGenerationError
 
-__all__ = ["DBG", "KEY_WORDS", "OmapUnit", "key_words"]
+__all__ = ["DBG", "HBM_AXI_REGIONS", "KEY_WORDS", "OmapUnit", "key_words"]
+
+#: HBM-side regions that can sit behind their own AXI4 master (``OmapUnit(hbm_axi=...)``)
+HBM_AXI_REGIONS = ("index", "versions")
 
 #: 64-bit beats of the key port: rng (256 bits) | enc (256) | mac (128) | index (128)
 KEY_WORDS = 12
@@ -137,13 +141,15 @@ class OmapUnit(wiring.Component):
         ``OmapKeys``: the keys are elaboration-time constants (simulation and evaluation; the
         bitstream embeds them). ``None``: the unit gets a ``key`` port and loads its keys from
         it after reset (see :func:`key_words`); nothing else happens until they are loaded.
-    index_axi : bool
-        ``True``: the key index sits behind an AXI4 master ``hbm_index`` (one burst per
-        bucket, :class:`~celosia.hw.omap_index.IndexAxi`) for an HBM pseudo-channel; ``False``:
-        an on-chip memory behind the same bucket port.
+    hbm_axi : iterable of str
+        Regions behind their own AXI4 master (an HBM pseudo-channel each), out of
+        ``HBM_AXI_REGIONS``: ``"index"`` (port ``hbm_index``, one burst per bucket,
+        :class:`~celosia.hw.omap_index.IndexAxi`) and ``"versions"`` (port ``hbm_versions``,
+        one beat per access, :class:`~celosia.hw.omap_versions.VersionsAxi`). The others are
+        on-chip memories behind the same ports.
     """
 
-    def __init__(self, cfg: OmapConfig, keys: OmapKeys | None = None, *, index_axi: bool = False):
+    def __init__(self, cfg: OmapConfig, keys: OmapKeys | None = None, *, hbm_axi=()):
         if cfg.key_bits > 64:
             raise HardwareGenerationError(f"key_bits={cfg.key_bits}: the RTL unit supports keys up to 64 bits")
         if cfg.n > 1 << 14:
@@ -162,12 +168,17 @@ class OmapUnit(wiring.Component):
         self.entry_w = 1 + cfg.key_bits + 3 * self.bw + self.pw
         self.item_w = 1 + cfg.key_bits + 8 * self.V + self.bw
         self.dbg_w = max(self.entry_w, self.item_w, 64, 96)
-        self.index_axi = index_axi
+        self.hbm_axi = frozenset(hbm_axi)
+        if not self.hbm_axi <= set(HBM_AXI_REGIONS):
+            raise HardwareGenerationError(f"hbm_axi={sorted(self.hbm_axi)}: only {list(HBM_AXI_REGIONS)} have AXI4 "
+                                          f"ports", hint="docs/omap.md lists what the other regions need")
         idx_args = (self.entry_w, cfg.bucket_width, cfg.buckets)
-        self.index_port = IndexAxi(*idx_args) if index_axi else IndexOnChip(*idx_args)
+        self.index_port = IndexAxi(*idx_args) if "index" in self.hbm_axi else IndexOnChip(*idx_args)
+        self.versions_port = VersionsAxi(cfg.host_pages) if "versions" in self.hbm_axi else VersionsOnChip(cfg.host_pages)
         members = {}
-        if index_axi:
-            members["hbm_index"] = Out(self.index_port.signature.members["axi"].signature)
+        for region, port in (("index", self.index_port), ("versions", self.versions_port)):
+            if region in self.hbm_axi:
+                members[f"hbm_{region}"] = Out(port.signature.members["axi"].signature)
         if keys is None:
             # provisioning: KEY_WORDS 64-bit beats, accepted only until all are in (then
             # refused, ready low); the key registers have no path to any output
@@ -210,7 +221,6 @@ class OmapUnit(wiring.Component):
             "next": Memory(shape=pw + 1, depth=self.pool_depth, init=[]),
             "prev": Memory(shape=pw + 1, depth=self.pool_depth, init=[]),
             "loads": Memory(shape=32, depth=B, init=[]),
-            "versions": Memory(shape=64, depth=max(1, M), init=[]),
             "qhead": Memory(shape=pw + 1, depth=max(1, M), init=[NULL] * max(1, M)),
             "qtail": Memory(shape=pw + 1, depth=max(1, M), init=[NULL] * max(1, M)),
             "free": Memory(shape=pw, depth=self.pool_depth, init=list(range(self.pool_depth))),
@@ -218,7 +228,7 @@ class OmapUnit(wiring.Component):
         # the key index: behind the bucket port (on chip or AXI4), scanned from the unit's copy
         # of the current bucket (bkt); the last bucket stays there and is reused, not refetched
         m.submodules.index = ix = self.index_port
-        if self.index_axi:
+        if "index" in self.hbm_axi:
             wiring.connect(m, ix.axi, wiring.flipped(self.hbm_index))
         bkt = Array(Signal(self.entry_w, name=f"bkt{k}") for k in range(W))
         have = Signal(range(W + 1))
@@ -229,8 +239,14 @@ class OmapUnit(wiring.Component):
             m.d.sync += [bkt[have].eq(ix.ent.payload), have.eq(have + 1)]
         with m.If(wb_req):
             m.d.sync += wb_req.eq(0)
-        m.d.comb += self.hbm_fault.eq(ix.fault)
-        R, Wp, D = {}, {}, {"index": ix.dbg_data}
+        # page versions: behind the word port (on chip or AXI4); answers arrive a cycle or an
+        # HBM round trip after the request and are caught here whatever state the FSM is in
+        m.submodules.versions = vp = self.versions_port
+        if "versions" in self.hbm_axi:
+            wiring.connect(m, vp.axi, wiring.flipped(self.hbm_versions))
+        m.d.comb += [vp.rdata.ready.eq(1), vp.dbg_addr.eq(self.dbg_addr)]
+        m.d.comb += self.hbm_fault.eq(ix.fault | vp.fault)
+        R, Wp, D = {}, {}, {"index": ix.dbg_data, "versions": vp.dbg_data}
         for name, mem in mems.items():
             m.submodules[f"mem_{name}"] = mem
             R[name] = mem.read_port(domain="comb")
@@ -352,6 +368,7 @@ class OmapUnit(wiring.Component):
         d = [Signal(bw, name=f"d{k}") for k in range(2)]
         host = [Signal(name=f"host{k}") for k in range(2)]
         ver = [Signal(64, name=f"ver{k}") for k in range(2)]
+        vgot = Signal(2)  # versions received for this command (page 0's first if it is a host page)
         pg = [Signal(self.page_bits, name=f"pg{k}") for k in range(2)]
         pt = [Signal(ct_bits, name=f"pt{k}") for k in range(2)]
         cte = [Signal(ct_bits, name=f"cte{k}") for k in range(2)]
@@ -370,6 +387,12 @@ class OmapUnit(wiring.Component):
         page_i = Signal(range(M + 1))
         init_write = Signal()
         m.d.comb += [self.halted.eq(halted), self.host_rdata.ready.eq(1)]
+        with m.If(vp.rdata.valid):
+            with m.If((vgot == 0) & host[0]):
+                m.d.sync += ver[0].eq(vp.rdata.payload)
+            with m.Else():
+                m.d.sync += ver[1].eq(vp.rdata.payload)
+            m.d.sync += vgot.eq(vgot + 1)
 
         def page_m(x):
             return _u((x - K)[:len(x)], 32)
@@ -481,7 +504,7 @@ class OmapUnit(wiring.Component):
                 m.next = "P_MAC"
             with m.State("P_MAC"):
                 m.d.comb += [mac0.start.eq(1), mac0.data.eq(mac_msg(page_i, Const(1, 64), cte[0]))]
-                wr("versions", page_i, 1)
+                m.d.comb += [vp.wr.eq(1), vp.wr_page.eq(page_i), vp.wr_data.eq(1)]
                 m.next = "P_TAG"
             with m.State("P_TAG"), m.If(mac0.done):
                 m.d.sync += out[0].eq(Cat(Const(1, 64), cte[0], mac0.tag))
@@ -562,16 +585,21 @@ class OmapUnit(wiring.Component):
                     d1 = Mux(hit, e["d2"], miss[sw:])
                     m.d.sync += [d[0].eq(d0), d[1].eq(d1), host[0].eq(d0 >= K), host[1].eq(d1 >= K)]
                     m.next = "VER0"
-            with m.State("VER0"):
-                v0 = rd("versions", page_m(d[0]))
-                m.d.sync += [ver[0].eq(v0), ks_m[0].eq(page_m(d[0])), ks_v[0].eq(v0),
-                             ks_m[2].eq(page_m(d[0])), ks_v[2].eq(v0 + 1)]
+            with m.State("VER0"):  # request the versions of the pair's host pages
+                m.d.comb += [vp.rd.eq(host[0]), vp.rd_page.eq(page_m(d[0]))]
+                m.d.sync += [ver[0].eq(0), ver[1].eq(0), vgot.eq(0), pair_ok.eq(1),
+                             ks_m[0].eq(page_m(d[0])), ks_m[2].eq(page_m(d[0]))]
                 m.next = "VER1"
             with m.State("VER1"):
-                v1 = rd("versions", page_m(d[1]))
-                m.d.sync += [ver[1].eq(v1), ks_m[1].eq(page_m(d[1])), ks_v[1].eq(v1),
-                             ks_m[3].eq(page_m(d[1])), ks_v[3].eq(v1 + 1),
-                             ks_en.eq(Cat(host[0], host[1], host[0], host[1])), pair_ok.eq(1)]
+                m.d.comb += [vp.rd.eq(host[1]), vp.rd_page.eq(page_m(d[1]))]
+                m.d.sync += [ks_m[1].eq(page_m(d[1])), ks_m[3].eq(page_m(d[1]))]
+                m.next = "VER_WAIT"
+            with m.State("VER_WAIT"):  # both in: the keystreams of this and the next version
+                with m.If(vgot == host[0] + host[1]):
+                    m.d.sync += [ks_v[0].eq(ver[0]), ks_v[2].eq(ver[0] + 1), ks_v[1].eq(ver[1]),
+                                 ks_v[3].eq(ver[1] + 1), ks_en.eq(Cat(host[0], host[1], host[0], host[1]))]
+                    m.next = "VER_GO"
+            with m.State("VER_GO"):
                 m.d.comb += ks_go.eq(1)
                 m.next = "HBM_TAKE"
             with m.State("HBM_TAKE"):
@@ -668,12 +696,10 @@ class OmapUnit(wiring.Component):
                 for k in range(2):
                     m.d.comb += [macs[k].start.eq(host[k]),
                                  macs[k].data.eq(mac_msg(page_m(d[k]), ver[k] + 1, cte[k]))]
-                with m.If(host[0]):
-                    wr("versions", page_m(d[0]), ver[0] + 1)
+                m.d.comb += [vp.wr.eq(host[0]), vp.wr_page.eq(page_m(d[0])), vp.wr_data.eq(ver[0] + 1)]
                 m.next = "ENC_VER"
             with m.State("ENC_VER"):
-                with m.If(host[1]):
-                    wr("versions", page_m(d[1]), ver[1] + 1)
+                m.d.comb += [vp.wr.eq(host[1]), vp.wr_page.eq(page_m(d[1])), vp.wr_data.eq(ver[1] + 1)]
                 m.next = "ENC_TAG"
             with m.State("ENC_TAG"):
                 with m.If((mac0.done | ~host[0]) & (mac1.done | ~host[1])):

@@ -34,7 +34,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from celosia.hw.omap import OmapUnit
-from celosia.hw.omap_axi_bus import BURST_INCR, RESP_OKAY, axi4_signature
+from celosia.hw.omap_axi_bus import BURST_INCR, RESP_OKAY, FallThroughQueue, axi4_signature
 from celosia.sim.omap import OmapConfig
 from celosia.sim.omap_crypto import OmapKeys
 
@@ -87,37 +87,6 @@ def check_axi_pages(cfg: OmapConfig, data_width: int, addr_width: int = 64) -> i
         raise HardwareGenerationError(f"host pages end at {base + cfg.host_bytes:#x}, beyond a {addr_width}-bit "
                                       f"AXI address")
     return beats
-
-
-class _AddrQueue:
-    """A small register FIFO of addresses in front of an AXI address channel. It falls through
-    when empty so the channel's VALID rises in the very cycle of the request (the schedule's
-    issue cycle); later entries wait their turn. ``push``/``addr_in`` in, ``valid``/``addr``
-    out; ``fire`` is the channel handshake; ``overflow`` a push into a full queue."""
-
-    def __init__(self, m: Module, name: str, depth: int, width: int, push, addr_in, hold):
-        q = [Signal(width, name=f"{name}_q{i}") for i in range(depth)]
-        cnt = Signal(range(depth + 1), name=f"{name}_cnt")
-        self.valid = Signal(name=f"{name}_valid")
-        self.addr = Signal(width, name=f"{name}_addr")
-        self.fire = Signal(name=f"{name}_fire")
-        self.overflow = Signal(name=f"{name}_overflow")
-        self.ready = Signal(name=f"{name}_ready")  # the channel's READY, driven by the caller
-        head = cnt != 0
-        m.d.comb += [self.valid.eq((head | push) & ~hold), self.addr.eq(Mux(head, q[0], addr_in)),
-                     self.fire.eq(self.valid & self.ready)]
-        pop = self.fire & head
-        keep = push & ~(self.fire & ~head)  # the new request was not taken straight through
-        with m.If(pop):
-            for i in range(depth - 1):
-                m.d.sync += q[i].eq(q[i + 1])
-        with m.If(keep):
-            for i in range(depth):
-                with m.If(cnt - pop == i):
-                    m.d.sync += q[i].eq(addr_in)
-        m.d.comb += self.overflow.eq(keep & (cnt == depth) & ~pop)
-        with m.If(~self.overflow):
-            m.d.sync += cnt.eq(cnt + keep - pop)
 
 
 class Axi4PageMaster(wiring.Component):
@@ -181,8 +150,8 @@ class Axi4PageMaster(wiring.Component):
             m.d.sync += fault.eq(1)
 
         # ---- address channels ---------------------------------------------------------------
-        arq = _AddrQueue(m, "ar", self.depth, self.aw, self.req.valid & ~is_w, addr, hold=w_out != 0)
-        awq = _AddrQueue(m, "aw", self.depth, self.aw, new_w, addr, hold=Const(0))
+        arq = FallThroughQueue(m, "ar", self.depth, self.aw, self.req.valid & ~is_w, addr, hold=w_out != 0)
+        awq = FallThroughQueue(m, "aw", self.depth, self.aw, new_w, addr, hold=Const(0))
         for ch, q in (("ar", arq), ("aw", awq)):
             m.d.comb += [getattr(a, f"{ch}valid").eq(q.valid), getattr(a, f"{ch}addr").eq(q.addr),
                          getattr(a, f"{ch}len").eq(nb - 1), getattr(a, f"{ch}size").eq(self.size),
@@ -256,8 +225,10 @@ class OmapUnitAxi(wiring.Component):
         AXI data width in bits (64 or 512 typical).
     addr_width : int
         AXI address width.
-    index_axi : bool
-        Put the key index behind its own AXI4 master ``hbm_index`` (default) rather than on chip.
+    hbm_axi : iterable of str
+        HBM-side regions behind their own AXI4 master (default both that can:
+        ``("index", "versions")``, ports ``hbm_index`` and ``hbm_versions``); the others stay
+        on chip.
 
     Ports
     -----
@@ -265,18 +236,19 @@ class OmapUnitAxi(wiring.Component):
         As :class:`~celosia.hw.omap.OmapUnit` (``key``/``keys_loaded`` only with ``keys=None``).
     host : Out(axi4_signature)
         AXI4 master to host memory: one INCR burst of one page per transaction.
-    hbm_index : Out(axi4_signature)
-        With ``index_axi``: AXI4 master to the index region (an HBM pseudo-channel), one burst
-        per bucket (:class:`~celosia.hw.omap_index.IndexAxi`).
+    hbm_index, hbm_versions : Out(axi4_signature)
+        AXI4 masters to the index region (one burst per bucket,
+        :class:`~celosia.hw.omap_index.IndexAxi`) and the page versions (one beat per access,
+        :class:`~celosia.hw.omap_versions.VersionsAxi`), each for its own HBM pseudo-channel.
     host_fault : Out(1)
         Sticky AXI fault (see :class:`Axi4PageMaster`).
     """
 
     def __init__(self, cfg: OmapConfig, keys: OmapKeys | None = None, *, data_width: int = 512,
-                 addr_width: int = 64, index_axi: bool = True):
+                 addr_width: int = 64, hbm_axi=("index", "versions")):
         self.beats = check_axi_pages(cfg, data_width, addr_width)
         self.cfg, self.keys, self.data_width, self.addr_width = cfg, keys, data_width, addr_width
-        self.unit = OmapUnit(cfg, keys, index_axi=index_axi)
+        self.unit = OmapUnit(cfg, keys, hbm_axi=hbm_axi)
         members = {}
         for name, member in self.unit.signature.members.items():
             if name not in ("host_req", "host_rdata"):

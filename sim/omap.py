@@ -322,12 +322,14 @@ class Schedule(NamedTuple):
         idx_done = hash_ + t.hbm_latency + cfg.bucket_width + 8
         read1 = max(idx_done, front) + 1
         read2 = read1 + pb  # issued so the two pages' data beats do not overlap on the link
-        data_end = max(read2 + t.host_latency + pb, read1 + 2 * ks_blocks * chacha + 4)
+        # the keystreams start once both page versions are back from HBM
+        ks_start = read1 + t.hbm_latency + 6
+        data_end = max(read2 + t.host_latency + pb, ks_start + 2 * ks_blocks * chacha + 4)
         verify = data_end + mac + 4  # both MACs in parallel, then compare and decrypt
         # take + flush of both pages, then encrypt (keystream of the next version precomputed
         # during the read wait) and MAC the new ciphertext: the tag closes the page.
         merged = verify + 2 * (3 * cfg.p_cap + 12)
-        write1 = max(merged, read1 + 4 * ks_blocks * chacha + 4) + mac + 4
+        write1 = max(merged, ks_start + 4 * ks_blocks * chacha + 4) + mac + 4
         write2 = write1 + pb
         respond = write2 + pb + 16  # placement: loads, pool, queue, index
         ingest = hash_ + max(pairs // 2, t.hbm_latency + 2) + cfg.bucket_width + 24

@@ -2,9 +2,10 @@
 """The oblivious map's AXI4 top on Verilator: AXI4 host master, HBM index master, key port.
 
 One Verilator build of :class:`celosia.hw.omap_axi.OmapUnitAxi` (64-bit host AXI, the key index
-behind its own AXI4 master, keys loaded through the ``key`` port: the bitstream holds none),
+and the page versions behind their own AXI4 masters, keys loaded through the ``key`` port: the
+bitstream holds none),
 several runs against the bench's AXI4 slaves (tests/cocotb/omap_axi_tb.py; the index slave
-answers within the modelled HBM latency with random gaps and stalls as well):
+slaves answer within the modelled HBM latency with random gaps and stalls as well):
 
 * random read latency within the modelled round trip, random gaps between R beats, WREADY
   stalls, B delays: responses, accept and response cycles, the AR/AW log (address, burst bytes,
@@ -50,15 +51,23 @@ def test_axi_top_matches_golden_model(axi_build):
     assert len(run.host_log) == len(gold.host.log) > cfg.host_pages
     assert run.extra["key_refused"] > 0  # junk beats offered after loading were refused
     # the index region on its own AXI4 master: whole buckets only, read and written back
+    from celosia.hw.omap_index import entry_slot_bits
     from celosia.hw.omap_axi import OmapUnitAxi
 
-    ix = OmapUnitAxi(cfg, data_width=64).unit.index_port
-    assert ix.bucket_bytes == cfg.bucket_width * ix.slot_bytes
-    assert {t[3] for t in run.index_log} == {ix.bucket_bytes}
-    assert all(t[2] % ix.bucket_bytes == 0 for t in run.index_log)
-    reads = sum(t[1] == "R" for t in run.index_log)
-    writes = sum(t[1] == "W" for t in run.index_log)
+    unit = OmapUnitAxi(cfg, data_width=64).unit
+    slot = entry_slot_bits(unit.entry_w) // 8
+    bucket_bytes = cfg.bucket_width * slot
+    ilog = run.hbm_log["hbm_index"]
+    assert {t[3] for t in ilog} == {bucket_bytes} and all(t[2] % bucket_bytes == 0 for t in ilog)
+    reads, writes = sum(t[1] == "R" for t in ilog), sum(t[1] == "W" for t in ilog)
     assert writes == len(cmds) + len(items) and 0 < reads <= writes  # repeated buckets are reused
+    # the versions on theirs: one 8-byte beat per access; every page written once at
+    # initialisation, then read and rewritten once per host page a command touches
+    vlog = run.hbm_log["hbm_versions"]
+    assert {t[3] for t in vlog} == {8} and all(t[2] < 8 * cfg.host_pages for t in vlog)
+    host_reads = sum(t[1] == "R" for t in gold.host.log)
+    assert sum(t[1] == "R" for t in vlog) == host_reads
+    assert sum(t[1] == "W" for t in vlog) == cfg.host_pages + host_reads
 
     # address channels stalled too: the slave can delay transactions, never reorder or advance them
     run = run_rtl_axi(cfg, keys, items, cmds[:40], axi_build, slave_seed=4, p_addr_stall=0.3, p_w_stall=0.5,

@@ -6,7 +6,8 @@ file written by :func:`celosia.omap.run_rtl_axi`):
 * provisions the keys through the ``key`` port (random gaps), checks that no command is
   accepted before the last key word and that the port refuses further beats afterwards;
 * drives the initialisation beats and commands back to back (the unit paces them);
-* plays an AXI4 slave over a byte array: every AR/AW handshake is logged as
+* plays an AXI4 slave over a byte array for host memory and one per HBM port (``hbm``:
+  ``[[port, bytes, beat bytes], ...]``, answering within ``hbm_latency``): every AR/AW handshake is logged as
   ``[cycle, R/W, address, bytes]`` and checked (INCR burst, full-width beats, length); read data
   comes back after a random latency within the modelled host round trip with random gaps
   between beats, W beats are accepted with random WREADY stalls and B comes back after a random
@@ -136,14 +137,16 @@ async def unit_axi_trace(dut):
     mem = bytearray(int(p["host_bytes"]))
     tamper = {int(k): v for k, v in p.get("tamper", {}).items()}
     slave = _Slave(dut, "host", p, mem, rng, int(p["data_bytes"]), int(p["host_latency"]))
-    imem = bytearray(int(p["index_bytes"]))
-    islave = _Slave(dut, "hbm_index", p, imem, rng, int(p["index_slot_bytes"]), int(p["hbm_latency"]))
-    ilog = []
+    hbm = {name: _Slave(dut, name, p, bytearray(int(size)), rng, int(beat), int(p["hbm_latency"]))
+           for name, size, beat in p["hbm"]}
+    hlog = {name: [] for name in hbm}
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
-    for sig in ("cmd__valid", "key__valid", "host__rvalid", "host__bvalid", "hbm_index__rvalid",
-                "hbm_index__bvalid"):
+    for sig in ("cmd__valid", "key__valid", "host__rvalid", "host__bvalid"):
         getattr(dut, sig).value = 0
+    for name in hbm:
+        getattr(dut, f"{name}__rvalid").value = 0
+        getattr(dut, f"{name}__bvalid").value = 0
     dut.resp__ready.value = 1
     await RisingEdge(dut.clk)
     await RisingEdge(dut.clk)
@@ -160,7 +163,8 @@ async def unit_axi_trace(dut):
         if nxt < len(beats):
             dut.cmd__payload.value = beats[nxt]
         slave.drive(cyc)
-        islave.drive(cyc)
+        for x in hbm.values():
+            x.drive(cyc)
         await ReadOnly()
         rel = cyc - c0 if c0 is not None else cyc
         assert int(dut.keys_loaded.value) == (kn == len(keys)), f"keys_loaded wrong after {kn} key words"
@@ -181,15 +185,18 @@ async def unit_axi_trace(dut):
         if int(dut.resp__valid.value):
             resps.append([rel, int(dut.resp__payload.value)])
         slave.sample(cyc, rel, log)
-        islave.sample(cyc, rel, ilog)
+        for name, x in hbm.items():
+            x.sample(cyc, rel, hlog[name])
         cyc += 1
     for _ in range(40):  # let the last write bursts and B responses drain
         await FallingEdge(dut.clk)
         slave.drive(cyc)
-        islave.drive(cyc)
+        for x in hbm.values():
+            x.drive(cyc)
         await ReadOnly()
         slave.sample(cyc, cyc - c0, log)
-        islave.sample(cyc, cyc - c0, ilog)
+        for name, x in hbm.items():
+            x.sample(cyc, cyc - c0, hlog[name])
         cyc += 1
     dumps = {}
     for sel, depth in p["dump"]:
@@ -204,9 +211,10 @@ async def unit_axi_trace(dut):
     await RisingEdge(dut.clk)
     result = {"accepts": acc, "responses": resps, "host_log": log, "host_mem": mem.hex(), "dumps": dumps,
               "late": int(dut.late.value), "halted": int(dut.halted.value), "cycles": cyc,
-              "host_fault": int(dut.host_fault.value) | 2 * int(dut.hbm_fault.value), "slave_faults": slave.faults + islave.faults,
-              "key_refused": refused, "index_mem": imem.hex(), "index_log": ilog,
-              "pending": [len(x.beats) + len(x.aw) + len(x.wbursts) + len(x.b_due) for x in (slave, islave)]}
+              "host_fault": int(dut.host_fault.value) | 2 * int(dut.hbm_fault.value),
+              "slave_faults": slave.faults + [f for x in hbm.values() for f in x.faults],
+              "key_refused": refused, "hbm_mem": {name: x.mem.hex() for name, x in hbm.items()}, "hbm_log": hlog,
+              "pending": [len(x.beats) + len(x.aw) + len(x.wbursts) + len(x.b_due) for x in (slave, *hbm.values())]}
     with open(p["out"], "w") as f:
         json.dump(result, f)
     assert len(resps) == int(p["n_resp"]), f"{len(resps)} of {p['n_resp']} responses in {cyc} cycles"
