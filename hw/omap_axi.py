@@ -30,11 +30,16 @@ the page MAC and version check anyway (``FATAL_INTEGRITY``, fail closed).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from celosia.hw.omap import OmapUnit
-from celosia.hw.omap_axi_bus import BURST_INCR, RESP_OKAY, FallThroughQueue, axi4_signature
+from celosia.hw.omap_axi_bus import (
+    BURST_INCR,
+    RESP_OKAY,
+    FallThroughQueue,
+    axi4_signature,
+)
 from celosia.sim.omap import OmapConfig
 from celosia.sim.omap_crypto import OmapKeys
 

@@ -29,7 +29,12 @@ from amaranth.hdl import Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from celosia.hw.omap_axi_bus import BURST_INCR, RESP_OKAY, FallThroughQueue, axi4_signature
+from celosia.hw.omap_axi_bus import (
+    BURST_INCR,
+    RESP_OKAY,
+    FallThroughQueue,
+    axi4_signature,
+)
 
 from celosia.errors import HardwareGenerationError
 

@@ -22,11 +22,12 @@ Configuration errors of the AXI top are checked without a build.
 from __future__ import annotations
 
 import pytest
-from celosia.errors import HardwareGenerationError
 from celosia.sim.omap import OmapConfig, Status
 from celosia.sim.omap_crypto import derive_keys
 from celosia.sim.omap_memory import MemoryTiming
 from test_omap_rtl import UNIT_CFG, UNIT_SEED, golden_run, unit_workload
+
+from celosia.errors import HardwareGenerationError
 
 pytestmark = pytest.mark.slow  # one Verilator build
 
@@ -51,8 +52,8 @@ def test_axi_top_matches_golden_model(axi_build):
     assert len(run.host_log) == len(gold.host.log) > cfg.host_pages
     assert run.extra["key_refused"] > 0  # junk beats offered after loading were refused
     # the index region on its own AXI4 master: whole buckets only, read and written back
-    from celosia.hw.omap_index import entry_slot_bits
     from celosia.hw.omap_axi import OmapUnitAxi
+    from celosia.hw.omap_index import entry_slot_bits
 
     unit = OmapUnitAxi(cfg, data_width=64).unit
     slot = entry_slot_bits(unit.entry_w) // 8

@@ -47,7 +47,7 @@ class _Slave:
         self.sig = _Port(dut, prefix)
 
     def drive(self, cyc):
-        d, r = self.dut, self.rng
+        r = self.rng
         self.sig.arready.value = int(r.random() >= self.p_addr)
         self.sig.awready.value = int(r.random() >= self.p_addr)
         self.sig.wready.value = int(r.random() >= self.p_w)
@@ -61,7 +61,6 @@ class _Slave:
         self.sig.bresp.value = 0
 
     def _burst(self, ch):
-        d = self.dut
         ln, size, burst = (int(getattr(self.sig, f"{ch}{f}").value) for f in ("len", "size", "burst"))
         if burst != 1 or (1 << size) != self.db:
             self.faults.append(f"{ch}: burst {burst} size {size}")
@@ -69,7 +68,7 @@ class _Slave:
 
     def sample(self, cyc, rel, log):
         """After ReadOnly: handshakes of this cycle."""
-        d, r = self.dut, self.rng
+        r = self.rng
         if int(self.sig.arvalid.value):
             if self.ar_seen is None:
                 self.ar_seen = cyc
