@@ -13,6 +13,7 @@ import sys
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from celosia.errors import CelosiaError
@@ -28,7 +29,7 @@ def _status():
     """A rich spinner whose text follows the flow's progress messages."""
     with console.status("starting") as status:
         def say(message: str) -> None:
-            console.print(f"[dim]•[/] {message}", highlight=False)
+            console.print("[dim]•[/] " + escape(message), highlight=False)
             status.update(message)
         yield say
 
@@ -196,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except CelosiaError as exc:
-        console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        _say("[bold red]error:[/] " + escape(exc.message))
         if exc.hint:
-            console.print(f"  [bold]hint:[/] {exc.hint}", highlight=False)
+            _say("  [bold]hint:[/] " + escape(exc.hint))
         return 2
     except KeyboardInterrupt:
         console.print("interrupted")
@@ -206,9 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not a user error: still no traceback unless asked for
         if os.environ.get("CELOSIA_DEBUG"):
             raise
-        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
-        console.print("  [bold]hint:[/] rerun with CELOSIA_DEBUG=1 for a traceback and report it", highlight=False)
+        _say(f"[bold red]internal error:[/] {type(exc).__name__}: " + escape(str(exc)))
+        _say("  [bold]hint:[/] rerun with CELOSIA_DEBUG=1 for a traceback and report it")
         return 3
+
+
+def _say(markup: str) -> None:
+    """An error line on stderr: never re-wrapped (paths and node names stay whole for grep)."""
+    console.print(markup, highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":
