@@ -346,18 +346,20 @@ def run_rtl_axi(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, data
     build_dir = Path(build_dir)
     top = OmapUnitAxi(cfg, None, data_width=data_width)
     params, pfile, out = _unit_params(cfg, top, items, cmds, build_dir, tamper, tag, max_cycles)
-    ix, vp = top.unit.index_port, top.unit.versions_port
+    ix, vp, lp = top.unit.index_port, top.unit.versions_port, top.unit.loads_port
     params.update({"host_latency": cfg.timing.host_latency, "data_bytes": data_width // 8, "seed": slave_seed,
                    "hbm_latency": cfg.timing.hbm_latency,
-                   "hbm": [["hbm_index", ix.region_bytes, ix.slot_bytes], ["hbm_versions", vp.region_bytes, 8]],
+                   "hbm": [["hbm_index", ix.region_bytes, ix.slot_bytes], ["hbm_versions", vp.region_bytes, 8],
+                           ["hbm_loads", lp.region_bytes, 4]],
                    "p_addr_stall": p_addr_stall, "p_w_stall": p_w_stall, "p_r_gap": p_r_gap,
                    "key_words": key_words(load_keys or keys)})
     pfile.write_text(json.dumps(params))
     run_cocotb(top, "omap_axi_top", "omap_axi_tb", build_dir, testcase="unit_axi_trace",
                params={"unit_file": str(pfile)})
     raw = json.loads(out.read_text())
-    # the index and the versions live in the slaves' memories (HBM), not behind the debug port
-    for sel, name, sb, width in ((0, "hbm_index", ix.slot_bytes, ix.entry_w), (3, "hbm_versions", 8, 64)):
+    # the index, versions and loads live in the slaves' memories (HBM), not behind the debug port
+    for sel, name, sb, width in ((0, "hbm_index", ix.slot_bytes, ix.entry_w), (3, "hbm_versions", 8, 64),
+                                 (2, "hbm_loads", 4, 32)):
         mem = bytes.fromhex(raw["hbm_mem"][name])
         raw["dumps"][str(sel)] = [int.from_bytes(mem[a:a + sb], "little") & ((1 << width) - 1)
                                   for a in range(0, len(mem), sb)]
@@ -446,6 +448,7 @@ def _write_rtl(cfg: OmapConfig, seed: int, folder, say, axi_width: int, constant
              "host": f"AXI4 master, {axi_width}-bit data, 64-bit address, one INCR burst of "
                      f"{top.beats} beats per page"}
     u = top.unit
+    ports["hbm_loads"] = f"AXI4 master, 32-bit data: one beat per bin load, {u.loads_port.region_bytes} bytes"
     ports["hbm_index"] = (f"AXI4 master, {u.index_port.data_width}-bit data: one burst of {cfg.bucket_width} beats "
                           f"per bucket, {u.index_port.region_bytes} bytes")
     ports["hbm_versions"] = f"AXI4 master, 64-bit data: one beat per page version, {u.versions_port.region_bytes} bytes"
@@ -454,8 +457,8 @@ def _write_rtl(cfg: OmapConfig, seed: int, folder, say, axi_width: int, constant
     info = {"verilog": "omap_unit.v", "top": "omap_unit", "ports": ports, "axi_data_width": axi_width,
             "keys": f"constant, derived from key_seed {seed}" if constant_keys else "key port (none in the bitstream)",
             "latency_cycles": s.latency, "init_cycles": cfg.n * s.ingest + cfg.host_pages * s.init_page + 1}
-    note = ("host memory, the key index and the page versions through AXI4 masters; the item pool, queue links "
-            "and loads are on-chip memories (no HBM AXI4 ports for them yet)"
+    note = ("host memory, the key index, the page versions and the bin loads through AXI4 masters; the item "
+            "pool and queue links are on-chip memories (no HBM AXI4 ports for them yet)"
             + ("; keys are elaboration-time constants (evaluation only)" if constant_keys else ""))
     return info, note
 

@@ -49,7 +49,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from celosia.hw.omap_crypto import ChaCha20Core, PairSampler, SipHash24Core
 from celosia.hw.omap_index import IndexAxi, IndexOnChip
-from celosia.hw.omap_versions import VersionsAxi, VersionsOnChip
+from celosia.hw.omap_words import WordAxi, WordOnChip
 from celosia.sim.omap import OmapConfig, Status
 from celosia.sim.omap_crypto import OmapKeys
 
@@ -58,7 +58,7 @@ from celosia.errors import HardwareGenerationError
 __all__ = ["DBG", "HBM_AXI_REGIONS", "KEY_WORDS", "OmapUnit", "key_words"]
 
 #: HBM-side regions that can sit behind their own AXI4 master (``OmapUnit(hbm_axi=...)``)
-HBM_AXI_REGIONS = ("index", "versions")
+HBM_AXI_REGIONS = ("index", "versions", "loads")
 
 #: 64-bit beats of the key port: rng (256 bits) | enc (256) | mac (128) | index (128)
 KEY_WORDS = 12
@@ -144,9 +144,10 @@ class OmapUnit(wiring.Component):
     hbm_axi : iterable of str
         Regions behind their own AXI4 master (an HBM pseudo-channel each), out of
         ``HBM_AXI_REGIONS``: ``"index"`` (port ``hbm_index``, one burst per bucket,
-        :class:`~celosia.hw.omap_index.IndexAxi`) and ``"versions"`` (port ``hbm_versions``,
-        one beat per access, :class:`~celosia.hw.omap_versions.VersionsAxi`). The others are
-        on-chip memories behind the same ports.
+        :class:`~celosia.hw.omap_index.IndexAxi`), ``"versions"`` (port ``hbm_versions``) and
+        ``"loads"`` (port ``hbm_loads``), one beat per access
+        (:class:`~celosia.hw.omap_words.WordAxi`). The others are on-chip memories behind the
+        same ports.
     """
 
     def __init__(self, cfg: OmapConfig, keys: OmapKeys | None = None, *, hbm_axi=()):
@@ -174,9 +175,12 @@ class OmapUnit(wiring.Component):
                                           f"ports", hint="docs/omap.md lists what the other regions need")
         idx_args = (self.entry_w, cfg.bucket_width, cfg.buckets)
         self.index_port = IndexAxi(*idx_args) if "index" in self.hbm_axi else IndexOnChip(*idx_args)
-        self.versions_port = VersionsAxi(cfg.host_pages) if "versions" in self.hbm_axi else VersionsOnChip(cfg.host_pages)
+        M, B = cfg.host_pages, cfg.bins
+        self.versions_port = WordAxi(M, 64) if "versions" in self.hbm_axi else WordOnChip(M, 64)
+        self.loads_port = WordAxi(B, 32, depth=4) if "loads" in self.hbm_axi else WordOnChip(B, 32)
         members = {}
-        for region, port in (("index", self.index_port), ("versions", self.versions_port)):
+        for region, port in (("index", self.index_port), ("versions", self.versions_port),
+                             ("loads", self.loads_port)):
             if region in self.hbm_axi:
                 members[f"hbm_{region}"] = Out(port.signature.members["axi"].signature)
         if keys is None:
@@ -220,7 +224,6 @@ class OmapUnit(wiring.Component):
             "item": Memory(shape=self.item_w, depth=self.pool_depth, init=[]),
             "next": Memory(shape=pw + 1, depth=self.pool_depth, init=[]),
             "prev": Memory(shape=pw + 1, depth=self.pool_depth, init=[]),
-            "loads": Memory(shape=32, depth=B, init=[]),
             "qhead": Memory(shape=pw + 1, depth=max(1, M), init=[NULL] * max(1, M)),
             "qtail": Memory(shape=pw + 1, depth=max(1, M), init=[NULL] * max(1, M)),
             "free": Memory(shape=pw, depth=self.pool_depth, init=list(range(self.pool_depth))),
@@ -245,8 +248,57 @@ class OmapUnit(wiring.Component):
         if "versions" in self.hbm_axi:
             wiring.connect(m, vp.axi, wiring.flipped(self.hbm_versions))
         m.d.comb += [vp.rdata.ready.eq(1), vp.dbg_addr.eq(self.dbg_addr)]
-        m.d.comb += self.hbm_fault.eq(ix.fault | vp.fault)
-        R, Wp, D = {}, {}, {"index": ix.dbg_data, "versions": vp.dbg_data}
+        # bin loads: behind a word port; a command works on a cache of the four bins it may
+        # touch (slots 0/1: the revealed pair or a repeated initial key's pair, 2/3: the
+        # placement pair), fetched early, adjusted in place, written back at its end
+        m.submodules.loads = lp = self.loads_port
+        if "loads" in self.hbm_axi:
+            wiring.connect(m, lp.axi, wiring.flipped(self.hbm_loads))
+        m.d.comb += [lp.rdata.ready.eq(1), lp.dbg_addr.eq(self.dbg_addr)]
+        m.d.comb += self.hbm_fault.eq(ix.fault | vp.fault | lp.fault)
+        lc_bin = [Signal(self.bw, name=f"lc_bin{k}") for k in range(4)]
+        lc_val = [Signal(32, name=f"lc_val{k}") for k in range(4)]
+        lc_dlt = [Signal(8, name=f"lc_dlt{k}") for k in range(4)]  # two's complement adjustment
+        lc_have, lc_used, lc_pend = Signal(4), Signal(4), Signal(4)
+        lq = Signal(8)  # slot ids of the reads in flight, oldest in the low bits
+        lq_n = Signal(range(5))
+        lq_push, lq_slot = Signal(), Signal(2)
+
+        def lc_eff(k):
+            return (lc_val[k] + lc_dlt[k].as_signed())[:32]
+
+        def load_fetch(k, bin_):
+            m.d.comb += [lp.rd.eq(1), lp.rd_page.eq(bin_), lq_push.eq(1), lq_slot.eq(k)]
+            m.d.sync += [lc_bin[k].eq(bin_), lc_dlt[k].eq(0), lc_have.bit_select(k, 1).eq(0),
+                         lc_used.bit_select(k, 1).eq(1)]
+
+        lq_pop = lp.rdata.valid
+        with m.If(lq_pop):
+            for k in range(4):
+                with m.If(lq[:2] == k):
+                    m.d.sync += [lc_val[k].eq(lp.rdata.payload), lc_have.bit_select(k, 1).eq(1)]
+        lq_base = Signal(8)
+        m.d.comb += lq_base.eq(Mux(lq_pop, lq >> 2, lq))
+        with m.If(lq_push):
+            m.d.sync += lq.eq(lq_base | (lq_slot << Cat(Const(0, 1), (lq_n - lq_pop).as_unsigned()[:3])))
+        with m.Else():
+            m.d.sync += lq.eq(lq_base)
+        m.d.sync += lq_n.eq(lq_n + lq_push - lq_pop)
+        # write-back: one used slot per cycle once its value is in
+        wb_sel = Signal(range(5), init=4)
+        for k in reversed(range(4)):
+            with m.If(lc_pend[k] & lc_have[k]):
+                m.d.comb += wb_sel.eq(k)
+        for k in range(4):
+            with m.If(wb_sel == k):
+                m.d.comb += [lp.wr.eq(1), lp.wr_page.eq(lc_bin[k]), lp.wr_data.eq(lc_eff(k))]
+                m.d.sync += lc_pend.bit_select(k, 1).eq(0)
+        lw_req = Signal()  # the FSM asks for the write-back (set with the last adjustment)
+        with m.If(lw_req):
+            m.d.sync += [lc_pend.eq(lc_used), lw_req.eq(0)]
+        lc_idle = (lc_pend == 0) & ~lw_req
+
+        R, Wp, D = {}, {}, {"index": ix.dbg_data, "versions": vp.dbg_data, "loads": lp.dbg_data}
         for name, mem in mems.items():
             m.submodules[f"mem_{name}"] = mem
             R[name] = mem.read_port(domain="comb")
@@ -289,7 +341,10 @@ class OmapUnit(wiring.Component):
             m.d.sync += free_top.eq(free_top + 1)
 
         def load_add(bin_, delta):
-            wr("loads", bin_, (rd("loads", bin_) + delta)[:32])
+            # every cached copy of the bin (the slots may repeat a bin) moves together
+            for k in range(4):
+                with m.If(lc_used[k] & (lc_bin[k] == bin_)):
+                    m.d.sync += lc_dlt[k].eq(lc_dlt[k] + delta)
 
         # ---- keys ---------------------------------------------------------------------------
         k_rng, k_enc, k_mac, k_idx, keys_ok = self._keys(m)
@@ -475,6 +530,12 @@ class OmapUnit(wiring.Component):
                     m.next = "HASH_WAIT"
                 with m.Else():
                     m.next = "I_NEXT"
+            with m.State("LD_DUP0"):  # a repeated initial key: the loads of its earlier pair
+                load_fetch(0, e["d1"])
+                m.next = "LD_DUP1"
+            with m.State("LD_DUP1"):
+                load_fetch(1, e["d2"])
+                m.next = "I_DUP"
             with m.State("I_DUP"):
                 # a repeated initial key: drop the earlier copy (HBM pool or its page's queue)
                 with m.If(hit):
@@ -555,7 +616,7 @@ class OmapUnit(wiring.Component):
                 with m.If(sampler.pair.valid):
                     with m.If(init_item):
                         m.d.sync += place.eq(sampler.pair.payload)
-                        m.next = "SCAN"
+                        m.next = "LD_N1"
                     with m.Else():
                         m.d.sync += miss.eq(sampler.pair.payload)
                         m.next = "PAIR1"
@@ -563,7 +624,15 @@ class OmapUnit(wiring.Component):
                 m.d.comb += sampler.pair.ready.eq(1)
                 with m.If(sampler.pair.valid):
                     m.d.sync += place.eq(sampler.pair.payload)
-                    m.next = "SCAN"
+                    m.next = "LD_N1"
+            with m.State("LD_N1"):  # the placement pair's loads (after the last write-back)
+                with m.If(lc_idle):
+                    m.d.sync += lc_used.eq(0)
+                    load_fetch(2, n1)
+                    m.next = "LD_N2"
+            with m.State("LD_N2"):
+                load_fetch(3, n2)
+                m.next = "SCAN"
             with m.State("SCAN"):
                 cur_e = bkt[scan_i]
                 r = ef(cur_e)
@@ -579,19 +648,24 @@ class OmapUnit(wiring.Component):
                         m.d.sync += free_e.eq(scan_i)
             with m.State("DECIDE"):
                 with m.If(init_item):
-                    m.next = "I_DUP"
+                    with m.If(hit):
+                        m.next = "LD_DUP0"
+                    with m.Else():
+                        m.next = "I_DUP"
                 with m.Else():
                     d0 = Mux(hit, e["d1"], miss[:sw])
                     d1 = Mux(hit, e["d2"], miss[sw:])
                     m.d.sync += [d[0].eq(d0), d[1].eq(d1), host[0].eq(d0 >= K), host[1].eq(d1 >= K)]
                     m.next = "VER0"
-            with m.State("VER0"):  # request the versions of the pair's host pages
+            with m.State("VER0"):  # request the versions of the pair's host pages (and both loads)
                 m.d.comb += [vp.rd.eq(host[0]), vp.rd_page.eq(page_m(d[0]))]
+                load_fetch(0, d[0])
                 m.d.sync += [ver[0].eq(0), ver[1].eq(0), vgot.eq(0), pair_ok.eq(1),
                              ks_m[0].eq(page_m(d[0])), ks_m[2].eq(page_m(d[0]))]
                 m.next = "VER1"
             with m.State("VER1"):
                 m.d.comb += [vp.rd.eq(host[1]), vp.rd_page.eq(page_m(d[1]))]
+                load_fetch(1, d[1])
                 m.d.sync += [ks_m[1].eq(page_m(d[1])), ks_m[3].eq(page_m(d[1]))]
                 m.next = "VER_WAIT"
             with m.State("VER_WAIT"):  # both in: the keystreams of this and the next version
@@ -730,10 +804,11 @@ class OmapUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += status.eq(Status.NOT_FOUND)
             with m.State("PLACE0"):
-                m.d.sync += l1.eq(rd("loads", n1))
-                m.next = "PLACE1"
+                with m.If(lc_have[2] & lc_have[3]):  # fetched long before (the window covers it)
+                    m.d.sync += l1.eq(lc_eff(2))
+                    m.next = "PLACE1"
             with m.State("PLACE1"):
-                m.d.sync += dest.eq(Mux(l1 <= rd("loads", n2), n1, n2))
+                m.d.sync += dest.eq(Mux(l1 <= lc_eff(3), n1, n2))
                 m.next = "PLACE2"
             with m.State("PLACE2"):
                 used = hbm_count + queued
@@ -778,14 +853,15 @@ class OmapUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += bkt[free_e].eq(new)
                 with m.If(init_item):
-                    m.d.sync += wb_req.eq(1)  # write the bucket back (next cycle, once updated)
+                    # write the bucket and the loads back (next cycle, once updated)
+                    m.d.sync += [wb_req.eq(1), lw_req.eq(1)]
                     m.next = "I_NEXT"
                 with m.Else():
                     m.next = "WAIT_RESP"
             with m.State("WAIT_RESP"):
                 m.d.sync += responded.eq(1)
-                with m.If(~responded):  # every command writes its bucket back, changed or not
-                    m.d.sync += wb_req.eq(1)
+                with m.If(~responded):  # every command writes its bucket and loads back, changed or not
+                    m.d.sync += [wb_req.eq(1), lw_req.eq(1)]
                 with m.If(t >= s.respond):  # '>' only if late (flagged), never a hang
                     m.d.comb += [self.resp.valid.eq(1), self.resp.payload.eq(Cat(status, rval))]
                     m.d.sync += active.eq(0)

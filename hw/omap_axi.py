@@ -231,9 +231,9 @@ class OmapUnitAxi(wiring.Component):
     addr_width : int
         AXI address width.
     hbm_axi : iterable of str
-        HBM-side regions behind their own AXI4 master (default both that can:
-        ``("index", "versions")``, ports ``hbm_index`` and ``hbm_versions``); the others stay
-        on chip.
+        HBM-side regions behind their own AXI4 master (default all that can:
+        ``("index", "versions", "loads")``, ports ``hbm_index``, ``hbm_versions`` and
+        ``hbm_loads``); the others stay on chip.
 
     Ports
     -----
@@ -241,16 +241,17 @@ class OmapUnitAxi(wiring.Component):
         As :class:`~celosia.hw.omap.OmapUnit` (``key``/``keys_loaded`` only with ``keys=None``).
     host : Out(axi4_signature)
         AXI4 master to host memory: one INCR burst of one page per transaction.
-    hbm_index, hbm_versions : Out(axi4_signature)
+    hbm_index, hbm_versions, hbm_loads : Out(axi4_signature)
         AXI4 masters to the index region (one burst per bucket,
-        :class:`~celosia.hw.omap_index.IndexAxi`) and the page versions (one beat per access,
-        :class:`~celosia.hw.omap_versions.VersionsAxi`), each for its own HBM pseudo-channel.
+        :class:`~celosia.hw.omap_index.IndexAxi`), the page versions and the bin loads (one
+        beat per access, :class:`~celosia.hw.omap_words.WordAxi`), each for its own HBM
+        pseudo-channel.
     host_fault : Out(1)
         Sticky AXI fault (see :class:`Axi4PageMaster`).
     """
 
     def __init__(self, cfg: OmapConfig, keys: OmapKeys | None = None, *, data_width: int = 512,
-                 addr_width: int = 64, hbm_axi=("index", "versions")):
+                 addr_width: int = 64, hbm_axi=("index", "versions", "loads")):
         self.beats = check_axi_pages(cfg, data_width, addr_width)
         self.cfg, self.keys, self.data_width, self.addr_width = cfg, keys, data_width, addr_width
         self.unit = OmapUnit(cfg, keys, hbm_axi=hbm_axi)

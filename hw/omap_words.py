@@ -1,22 +1,23 @@
-"""The page-version region of the oblivious map unit behind a word port: on chip or AXI4.
+"""Word regions of the oblivious map unit (page versions, bin loads) behind a word port.
 
-Each host page has a 64-bit version in HBM (the trusted copy that catches replays). A command
-reads the versions of its two pages once the pair is decided and writes the incremented ones
-after re-encryption; initialisation writes version 1 of every page. The unit reaches the region
-through a *word port* with two implementations of one interface:
+Each host page has a 64-bit version in HBM (the trusted copy that catches replays); each bin a
+32-bit load counter. A command reads the versions of its two pages once the pair is decided and
+writes the incremented ones after re-encryption, and reads the loads of the bins it may touch
+(the pair and the placement pair) into a small cache, writing them back at its end. The unit
+reaches each region through a *word port* with two implementations of one interface:
 
-:class:`VersionsOnChip`
+:class:`WordOnChip`
     a ``lib.memory`` array, answering a read one cycle later.
-:class:`VersionsAxi`
-    an AXI4 master with 64-bit data and single-beat bursts (page ``p`` at byte ``8p``), so the
-    region can sit on its own HBM pseudo-channel.
+:class:`WordAxi`
+    an AXI4 master with single-beat bursts (word ``p`` at byte ``p * width / 8``), so the region
+    can sit on its own HBM pseudo-channel.
 
-Interface (both): a ``rd`` strobe with ``rd_page`` requests a version; answers come back in
-request order on ``rdata`` (always accepted). A ``wr`` strobe with ``wr_page`` and ``wr_data``
-posts a write. Reads are held back while a write is unacknowledged, so a read never overtakes
-the write of the same page (the next command may read the page the last one wrote). At most two
-requests of each kind are in flight (the two pages of a command); ``fault`` is sticky (a request
-into a full queue, an AXI error response).
+Interface (both): a ``rd`` strobe with ``rd_page`` (the word index) requests a word; answers come
+back in request order on ``rdata`` (always accepted). A ``wr`` strobe with ``wr_page`` and
+``wr_data`` posts a write. Reads are held back while a write is unacknowledged, so a read never
+overtakes the write of the same word (the next command may read what the last one wrote). At
+most ``depth`` requests of each kind are in flight; ``fault`` is sticky (a request into a full
+queue, an AXI error response).
 
 HBM is unobservable in the threat model: only the unit's schedule has to cover the round trip
 (the keystream of a page starts once its version is in; see ``Schedule`` in
@@ -38,32 +39,34 @@ from celosia.hw.omap_axi_bus import (
 
 from celosia.errors import HardwareGenerationError
 
-__all__ = ["VersionsAxi", "VersionsOnChip"]
+__all__ = ["WordAxi", "WordOnChip"]
 
 
-def _members(pages: int):
+def _members(pages: int, width: int):
     pw = max(1, (pages - 1).bit_length())
-    return {"rd": In(1), "rd_page": In(pw), "rdata": Out(stream.Signature(64)),
-            "wr": In(1), "wr_page": In(pw), "wr_data": In(64),
-            "fault": Out(1), "dbg_addr": In(32), "dbg_data": Out(64)}
+    return {"rd": In(1), "rd_page": In(pw), "rdata": Out(stream.Signature(width)),
+            "wr": In(1), "wr_page": In(pw), "wr_data": In(width),
+            "fault": Out(1), "dbg_addr": In(32), "dbg_data": Out(width)}
 
 
-class VersionsOnChip(wiring.Component):
-    """Page versions in an on-chip memory behind the word port (see the module docstring).
+class WordOnChip(wiring.Component):
+    """A word region in an on-chip memory behind the word port (see the module docstring).
 
     Parameters
     ----------
     pages : int
-        M, the number of host pages.
+        Words in the region.
+    width : int
+        Bits per word.
     """
 
-    def __init__(self, pages: int):
-        self.pages = pages
-        super().__init__(_members(pages))
+    def __init__(self, pages: int, width: int = 64):
+        self.pages, self.width = pages, width
+        super().__init__(_members(pages, width))
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = Memory(shape=64, depth=max(1, self.pages), init=[])
+        m.submodules.mem = mem = Memory(shape=self.width, depth=max(1, self.pages), init=[])
         rp, wp, dp = mem.read_port(domain="comb"), mem.write_port(), mem.read_port(domain="comb")
         m.d.comb += [dp.addr.eq(self.dbg_addr), self.dbg_data.eq(dp.data), rp.addr.eq(self.rd_page),
                      wp.en.eq(self.wr), wp.addr.eq(self.wr_page), wp.data.eq(self.wr_data)]
@@ -73,61 +76,69 @@ class VersionsOnChip(wiring.Component):
         return m
 
 
-class VersionsAxi(wiring.Component):
-    """Page versions behind an AXI4 master, one single-beat burst per access.
+class WordAxi(wiring.Component):
+    """A word region behind an AXI4 master, one single-beat burst per access.
 
     Parameters
     ----------
     pages : int
-        M, the number of host pages; page ``p``'s version is the u64 at ``base + 8p``.
+        Words in the region; word ``p`` is at ``base + p * width / 8``.
+    width : int
+        Bits per word and AXI data width (32 or 64 here).
     addr_width : int
         AXI address width.
     base : int
-        Byte address of page 0's version on the port (8-byte aligned).
+        Byte address of word 0 on the port (aligned to the word).
+    depth : int
+        Requests of each kind that may be queued.
     """
 
-    data_width = 64
-
-    def __init__(self, pages: int, addr_width: int = 64, base: int = 0):
-        if base % 8:
-            raise HardwareGenerationError(f"versions base {base:#x} is not 8-byte aligned")
-        if base + 8 * pages > 1 << addr_width:
-            raise HardwareGenerationError(f"versions region ends beyond a {addr_width}-bit address")
-        self.pages, self.base, self.addr_width = pages, base, addr_width
-        super().__init__({**_members(pages), "axi": Out(axi4_signature(addr_width, 64))})
+    def __init__(self, pages: int, width: int = 64, addr_width: int = 64, base: int = 0, depth: int = 2):
+        if width not in (32, 64):
+            raise HardwareGenerationError(f"word width {width}: the word port takes 32 or 64 bits")
+        wb = width // 8
+        if base % wb:
+            raise HardwareGenerationError(f"word region base {base:#x} is not {wb}-byte aligned")
+        if base + wb * pages > 1 << addr_width:
+            raise HardwareGenerationError(f"word region ends beyond a {addr_width}-bit address")
+        self.pages, self.width, self.base, self.addr_width, self.depth = pages, width, base, addr_width, depth
+        self.data_width = width
+        super().__init__({**_members(pages, width), "axi": Out(axi4_signature(addr_width, width))})
 
     @property
     def region_bytes(self) -> int:
-        """Bytes of the versions region on the port."""
-        return 8 * self.pages
+        """Bytes of the region on the port."""
+        return self.width // 8 * self.pages
 
     def elaborate(self, platform):
         m = Module()
         a = self.axi
         fault = Signal()
         m.d.comb += [self.fault.eq(fault), self.dbg_data.eq(0)]  # the region lives in HBM, not here
+        wb = self.width // 8
         for ch in ("ar", "aw"):
-            m.d.comb += [getattr(a, f"{ch}len").eq(0), getattr(a, f"{ch}size").eq(3),
+            m.d.comb += [getattr(a, f"{ch}len").eq(0), getattr(a, f"{ch}size").eq(wb.bit_length() - 1),
                          getattr(a, f"{ch}burst").eq(BURST_INCR), getattr(a, f"{ch}cache").eq(0b0011),
                          getattr(a, f"{ch}prot").eq(0b010)]
 
         def addr(page):
-            return self.base + page * 8
+            return self.base + page * wb
 
-        w_out = Signal(range(5))  # writes posted and not yet acknowledged
+        w_out = Signal(range(2 * self.depth + 2))  # writes posted and not yet acknowledged
         b_fire = a.bvalid & a.bready
         m.d.comb += a.bready.eq(1)
         m.d.sync += w_out.eq(w_out + self.wr - b_fire)
         with m.If(b_fire & (a.bresp != RESP_OKAY)):
             m.d.sync += fault.eq(1)
 
-        arq = FallThroughQueue(m, "ver_ar", 2, self.addr_width, self.rd, addr(self.rd_page),
+        d = self.depth
+        arq = FallThroughQueue(m, "word_ar", d, self.addr_width, self.rd, addr(self.rd_page),
                                hold=(w_out != 0) | self.wr)
-        awq = FallThroughQueue(m, "ver_aw", 2, self.addr_width, self.wr, addr(self.wr_page), hold=Const(0))
-        wq = FallThroughQueue(m, "ver_w", 2, 64, self.wr, self.wr_data, hold=Const(0))
+        awq = FallThroughQueue(m, "word_aw", d, self.addr_width, self.wr, addr(self.wr_page), hold=Const(0))
+        wq = FallThroughQueue(m, "word_w", d, self.width, self.wr, self.wr_data, hold=Const(0))
         m.d.comb += [a.arvalid.eq(arq.valid), a.araddr.eq(arq.addr), arq.ready.eq(a.arready),
                      a.awvalid.eq(awq.valid), a.awaddr.eq(awq.addr), awq.ready.eq(a.awready),
-                     a.wvalid.eq(wq.valid), a.wdata.eq(wq.addr), a.wstrb.eq(0xFF), a.wlast.eq(1),
+                     a.wvalid.eq(wq.valid), a.wdata.eq(wq.addr), a.wstrb.eq((1 << wb) - 1), a.wlast.eq(1),
                      wq.ready.eq(a.wready)]
         with m.If(arq.overflow | awq.overflow | wq.overflow):
             m.d.sync += fault.eq(1)

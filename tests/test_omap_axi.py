@@ -2,7 +2,7 @@
 """The oblivious map's AXI4 top on Verilator: AXI4 host master, HBM index master, key port.
 
 One Verilator build of :class:`celosia.hw.omap_axi.OmapUnitAxi` (64-bit host AXI, the key index
-and the page versions behind their own AXI4 masters, keys loaded through the ``key`` port: the
+the page versions and the bin loads behind their own AXI4 masters, keys loaded through the ``key`` port: the
 bitstream holds none),
 several runs against the bench's AXI4 slaves (tests/cocotb/omap_axi_tb.py; the index slave
 slaves answer within the modelled HBM latency with random gaps and stalls as well):
@@ -69,6 +69,12 @@ def test_axi_top_matches_golden_model(axi_build):
     host_reads = sum(t[1] == "R" for t in gold.host.log)
     assert sum(t[1] == "R" for t in vlog) == host_reads
     assert sum(t[1] == "W" for t in vlog) == cfg.host_pages + host_reads
+    # the loads on theirs: one 4-byte beat per access; four bins read and written back per
+    # command, two (the placement pair) per initial item plus two for the repeated key
+    llog = run.hbm_log["hbm_loads"]
+    assert {t[3] for t in llog} == {4} and all(t[2] < 4 * cfg.bins for t in llog)
+    per_item = 2 * len(items) + 2
+    assert sum(t[1] == "R" for t in llog) == sum(t[1] == "W" for t in llog) == 4 * len(cmds) + per_item
 
     # address channels stalled too: the slave can delay transactions, never reorder or advance them
     run = run_rtl_axi(cfg, keys, items, cmds[:40], axi_build, slave_seed=4, p_addr_stall=0.3, p_w_stall=0.5,
