@@ -23,6 +23,7 @@ import random
 
 import cocotb
 from celosia.sim.cocotb_runner import tb_params
+from omap_common import dump_regions
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
@@ -197,16 +198,7 @@ async def unit_axi_trace(dut):
         for name, x in hbm.items():
             x.sample(cyc, cyc - c0, hlog[name])
         cyc += 1
-    dumps = {}
-    for sel, depth in p["dump"]:
-        vals = []
-        for a in range(depth):
-            await FallingEdge(dut.clk)
-            dut.dbg_sel.value = sel
-            dut.dbg_addr.value = a
-            await ReadOnly()
-            vals.append(int(dut.dbg_data.value))
-        dumps[str(sel)] = vals
+    dumps = await dump_regions(dut, p["dump"])
     await RisingEdge(dut.clk)
     result = {"accepts": acc, "responses": resps, "host_log": log, "host_mem": mem.hex(), "dumps": dumps,
               "late": int(dut.late.value), "halted": int(dut.halted.value), "cycles": cyc,
