@@ -546,17 +546,7 @@ def _fuse_erf_gelu(proto):
             continue
         dead.update(id(n) for n in chain)
         new_nodes[id(chain[0])] = helper.make_node("Gelu", [x], [cur], name=(erf.name or cur) + ".gelu")
-    if not new_nodes:
-        return proto
-    out = type(proto)()
-    out.CopyFrom(proto)
-    del out.graph.node[:]
-    for n in g.node:
-        if id(n) in new_nodes:
-            out.graph.node.append(new_nodes[id(n)])
-        elif id(n) not in dead:
-            out.graph.node.append(n)
-    return out
+    return _rewritten(proto, {k: (node, []) for k, node in new_nodes.items()}, dead)
 
 
 def _fuse_moe(proto):
@@ -661,14 +651,21 @@ def _fuse_moe(proto):
         fused[id(rsum)] = (helper.make_node("MoE", [x] + [t.name for t in inits], [rsum.output[0]], name=name,
                                             domain=_DOMAIN, top_k=k, activation=acts.pop()), inits)
         dead.update(id(n) for n in chain)
-    if not fused:
+    return _rewritten(proto, fused, dead)
+
+
+def _rewritten(proto, replace: dict, dead: set):
+    """A copy of ``proto`` where node ``n`` with ``id(n)`` in ``replace`` becomes ``replace[id(n)] =
+    (node, initializers)`` and nodes with ids in ``dead`` are dropped (``proto`` itself if nothing
+    is replaced)."""
+    if not replace:
         return proto
     out = type(proto)()
     out.CopyFrom(proto)
     del out.graph.node[:]
-    for n in g.node:
-        if id(n) in fused:
-            node, inits = fused[id(n)]
+    for n in proto.graph.node:
+        if id(n) in replace:
+            node, inits = replace[id(n)]
             out.graph.node.append(node)
             out.graph.initializer.extend(inits)
         elif id(n) not in dead:
