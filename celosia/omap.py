@@ -218,25 +218,26 @@ def _fields(word: int, layout) -> dict:
 def _rtl_state(raw, unit, names, cfg) -> dict:
     dump = {nm: raw["dumps"][str(k)] for k, nm in enumerate(names)}
     f = unit.fields()
-    null = 1 << unit.pw
     index = {}
     for a, wv in enumerate(dump["index"]):
         x = _fields(wv, f["entry"])
         if x["valid"]:
             index[x["key"]] = (x["d1"], x["d2"], x["bin"], a // cfg.bucket_width)
-    items = [_fields(wv, f["item"]) for wv in dump["item"]]
-    hbm = {x["key"]: x["val"].to_bytes(cfg.value_bytes, "little") for x in items
-           if x["valid"] and x["bin"] < cfg.hbm_bins}
-    queues = {}
-    for mm in range(cfg.host_pages):
-        q, h = [], dump["qhead"][mm]
-        while not h & null and len(q) <= unit.pool_depth:
-            q.append((items[h]["key"], items[h]["val"].to_bytes(cfg.value_bytes, "little")))
-            h = dump["next"][h]
-        if q:
-            queues[cfg.hbm_bins + mm] = q
+    q = cfg.bin_block
+    hbm, queues = {}, {}
+    for b in range(cfg.bins):  # a block is compact: its valid slots first, in insertion order
+        slots = [_fields(wv, f["slot"]) for wv in dump["blocks"][b * q:(b + 1) * q]]
+        items = [(x["key"], x["val"].to_bytes(cfg.value_bytes, "little")) for x in slots if x["valid"]]
+        if [x["valid"] for x in slots] != [1] * len(items) + [0] * (q - len(items)):
+            items.append(("not compact", b))
+        if b < cfg.hbm_bins:
+            hbm.update(items)
+        elif items:
+            queues[b] = items
+    words = [_fields(wv, f["loads"]) for wv in dump["loads"]]
     c = dump["counters"][0]
-    return {"index": index, "hbm": hbm, "queues": queues, "loads": dump["loads"], "versions": dump["versions"],
+    return {"index": index, "hbm": hbm, "queues": queues, "loads": [w["load"] for w in words],
+            "fills": [w["fill"] for w in words], "versions": dump["versions"],
             "count": c & 0xFFFFFFFF, "queued": (c >> 32) & 0xFFFFFFFF, "hbm_count": c >> 64}
 
 
@@ -244,7 +245,8 @@ def golden_state(model: OmapModel) -> dict:
     """The golden model's HBM-side state in the form of :attr:`RtlRun.state`."""
     return {"index": {k: (e.d1, e.d2, e.bin, e.bucket) for k, e in model.index.items()},
             "hbm": dict(model.hbm_store), "queues": {b: list(q) for b, q in model.queues.items() if q},
-            "loads": list(model.loads), "versions": list(model.versions), "count": len(model.index),
+            "loads": list(model.loads), "fills": [model.block_fill(b) for b in range(model.cfg.bins)],
+            "versions": list(model.versions), "count": len(model.index),
             "queued": model.queued, "hbm_count": len(model.hbm_store)}
 
 
@@ -282,15 +284,14 @@ def run_rtl(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, tamper=N
     return RtlRun(cfg, json.loads(out.read_text()), unit, _DUMP_NAMES)
 
 
-_DUMP_NAMES = ["index", "item", "loads", "versions", "qhead", "qtail", "next", "prev", "counters"]
+_DUMP_NAMES = ["index", "blocks", "loads", "versions", "counters"]  # in DBG order (celosia.hw.omap)
 
 
 def _unit_params(cfg, unit, items, cmds, build_dir, tamper, tag, max_cycles):
     """The testbench parameters shared by both benches (commands, dump plan, output file)."""
     tamper = tamper or {}
-    depth = {"index": cfg.buckets * cfg.bucket_width, "item": unit.pool_depth, "loads": cfg.bins,
-             "versions": cfg.host_pages, "qhead": cfg.host_pages, "qtail": cfg.host_pages,
-             "next": unit.pool_depth, "prev": unit.pool_depth, "counters": 1}
+    depth = {"index": cfg.buckets * cfg.bucket_width, "blocks": cfg.bins * cfg.bin_block, "loads": cfg.bins,
+             "versions": cfg.host_pages, "counters": 1}
     s = cfg.schedule
     if max_cycles is None:
         max_cycles = cfg.n * s.ingest + cfg.host_pages * s.init_page + (len(cmds) + 2) * s.latency + 1000
@@ -339,30 +340,34 @@ def run_rtl_axi(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, data
         ``extra`` the AXI diagnostics (``host_fault``, the slaves' protocol findings, refused
         key beats, undrained transactions); ``hbm_log`` the HBM ports' bursts by port name.
     """
-    from celosia.hw.omap import key_words
+    from celosia.hw.omap import DBG, key_words
     from celosia.hw.omap_axi import OmapUnitAxi
     from celosia.sim.cocotb_runner import run_cocotb
 
     build_dir = Path(build_dir)
     top = OmapUnitAxi(cfg, None, data_width=data_width)
     params, pfile, out = _unit_params(cfg, top, items, cmds, build_dir, tamper, tag, max_cycles)
-    ix, vp, lp = top.unit.index_port, top.unit.versions_port, top.unit.loads_port
+    ix, bp = top.unit.index_port, top.unit.blocks_port
+    vp, lp = top.unit.versions_port, top.unit.loads_port
     params.update({"host_latency": cfg.timing.host_latency, "data_bytes": data_width // 8, "seed": slave_seed,
                    "hbm_latency": cfg.timing.hbm_latency,
-                   "hbm": [["hbm_index", ix.region_bytes, ix.slot_bytes], ["hbm_versions", vp.region_bytes, 8],
-                           ["hbm_loads", lp.region_bytes, 4]],
+                   "hbm": [["hbm_index", ix.region_bytes, ix.slot_bytes], ["hbm_blocks", bp.region_bytes, bp.slot_bytes],
+                           ["hbm_versions", vp.region_bytes, 8], ["hbm_loads", lp.region_bytes, 8]],
                    "p_addr_stall": p_addr_stall, "p_w_stall": p_w_stall, "p_r_gap": p_r_gap,
                    "key_words": key_words(load_keys or keys)})
     pfile.write_text(json.dumps(params))
     run_cocotb(top, "omap_axi_top", "omap_axi_tb", build_dir, testcase="unit_axi_trace",
                params={"unit_file": str(pfile)})
     raw = json.loads(out.read_text())
-    # the index, versions and loads live in the slaves' memories (HBM), not behind the debug port
-    for sel, name, sb, width in ((0, "hbm_index", ix.slot_bytes, ix.entry_w), (3, "hbm_versions", 8, 64),
-                                 (2, "hbm_loads", 4, 32)):
-        mem = bytes.fromhex(raw["hbm_mem"][name])
-        raw["dumps"][str(sel)] = [int.from_bytes(mem[a:a + sb], "little") & ((1 << width) - 1)
-                                  for a in range(0, len(mem), sb)]
+    # every region lives in its slave's memory (HBM), not behind the debug port
+    blocks = bytes.fromhex(raw["hbm_mem"]["hbm_blocks"])
+    raw["dumps"][str(DBG["blocks"])] = [
+        int.from_bytes(blocks[b * bp.block_stride + k * bp.slot_bytes:][:bp.slot_bytes], "little")
+        & ((1 << top.unit.slot_w) - 1) for b in range(cfg.bins) for k in range(cfg.bin_block)]
+    for name, sb, width in (("index", ix.slot_bytes, ix.entry_w), ("versions", 8, 64), ("loads", 8, 64)):
+        mem = bytes.fromhex(raw["hbm_mem"][f"hbm_{name}"])
+        raw["dumps"][str(DBG[name])] = [int.from_bytes(mem[a:a + sb], "little") & ((1 << width) - 1)
+                                        for a in range(0, len(mem), sb)]
     run = RtlRun(cfg, raw, top, _DUMP_NAMES)
     run.extra = {k: raw[k] for k in ("host_fault", "slave_faults", "key_refused", "pending")}
     run.hbm_log = {k: [tuple(t) for t in v] for k, v in raw["hbm_log"].items()}
@@ -448,17 +453,20 @@ def _write_rtl(cfg: OmapConfig, seed: int, folder, say, axi_width: int, constant
              "host": f"AXI4 master, {axi_width}-bit data, 64-bit address, one INCR burst of "
                      f"{top.beats} beats per page"}
     u = top.unit
-    ports["hbm_loads"] = f"AXI4 master, 32-bit data: one beat per bin load, {u.loads_port.region_bytes} bytes"
+    ports["hbm_loads"] = (f"AXI4 master, 64-bit data: one beat per bin (load | block fill), "
+                          f"{u.loads_port.region_bytes} bytes")
     ports["hbm_index"] = (f"AXI4 master, {u.index_port.data_width}-bit data: one burst of {cfg.bucket_width} beats "
                           f"per bucket, {u.index_port.region_bytes} bytes")
+    ports["hbm_blocks"] = (f"AXI4 master, {u.blocks_port.data_width}-bit data: one burst of {cfg.bin_block} beats "
+                           f"per bin block, one beat per append, {u.blocks_port.region_bytes} bytes")
     ports["hbm_versions"] = f"AXI4 master, 64-bit data: one beat per page version, {u.versions_port.region_bytes} bytes"
     if not constant_keys:
         ports["key"] = f"{KEY_WORDS} x 64-bit beats after reset: rng | enc | mac | index (celosia.hw.omap.key_words)"
     info = {"verilog": "omap_unit.v", "top": "omap_unit", "ports": ports, "axi_data_width": axi_width,
             "keys": f"constant, derived from key_seed {seed}" if constant_keys else "key port (none in the bitstream)",
             "latency_cycles": s.latency, "init_cycles": cfg.n * s.ingest + cfg.host_pages * s.init_page + 1}
-    note = ("host memory, the key index, the page versions and the bin loads through AXI4 masters; the item "
-            "pool and queue links are on-chip memories (no HBM AXI4 ports for them yet)"
+    note = ("host memory and every HBM region (key index, bin blocks, bin loads and fills, page versions) "
+            "through AXI4 masters"
             + ("; keys are elaboration-time constants (evaluation only)" if constant_keys else ""))
     return info, note
 

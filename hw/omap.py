@@ -25,29 +25,34 @@ Interfaces (host memory through a page-wide request/response pair here; the depl
 ``key`` (in stream, only with ``keys=None``)
     ``KEY_WORDS`` 64-bit beats after reset (:func:`key_words`); refused once loaded (ready
     low), never readable; no command is accepted before. ``keys_loaded`` shows the state.
-``hbm_index`` (AXI4 master, only with ``index_axi=True``)
-    the key index region, one INCR burst per bucket (:mod:`celosia.hw.omap_index`).
+``hbm_index``, ``hbm_blocks``, ``hbm_loads``, ``hbm_versions`` (AXI4 masters, the regions
+named in ``hbm_axi``)
+    one HBM pseudo-channel per region: the key index (one INCR burst per bucket,
+    :mod:`celosia.hw.omap_index`), the bin blocks (one burst per block, single-slot appends,
+    :mod:`celosia.hw.omap_blocks`), the bin loads and block fills, the page versions (one beat
+    per word, :mod:`celosia.hw.omap_words`).
 ``dbg_sel``/``dbg_addr``/``dbg_data``
-    read-only view of the HBM-side state (index when on chip, pool, loads, versions, queue
-    heads/tails, counters) for the testbench.
+    read-only view of the HBM-side regions kept on chip, and of the counters, for the testbench.
 ``hbm_fault``
-    sticky error of the index port (AXI error response, overlapping write-backs; never seen).
+    sticky error of an HBM port (AXI error response, a request into a busy buffer; never seen).
 
-The key index (the largest region: 128 MiB at N = 2^20) is reached through a bucket port, on
-chip or an AXI4 master for an HBM pseudo-channel. The other HBM-side regions (item pool, queue
-links, loads, versions, free stack) are on-chip ``lib.memory.Memory`` arrays read
-combinationally by the FSM (simulation sizes, N <= 16384): their accesses are short dependent
-chains (a queue flush follows head -> item -> next per item), which an AXI4 round trip per step
-would stretch far beyond the schedule; docs/omap.md has the plan.
+Every HBM-side region sits behind a port with an on-chip and an AXI4 implementation of one
+interface, so the unit is simulated small with on-chip memories and deployed with every region
+in HBM (any N). Each bin owns a block of ``bin_block`` slots in HBM: the whole value store of an
+HBM bin, the FIFO eviction queue of a host page, kept compact in insertion order. A command
+fetches the blocks of its two bins in one burst each while the host pages are on their way,
+takes and flushes on chip, appends the placed item (on chip if its bin was fetched, else one
+single-slot write at the fill kept beside the bin's load) and writes both blocks back whole, so
+no HBM access depends on another and the HBM round trips hide under the host's.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from celosia.hw.omap_crypto import ChaCha20Core, PairSampler, SipHash24Core
+from celosia.hw.omap_blocks import BlockAxi, BlockOnChip
 from celosia.hw.omap_index import IndexAxi, IndexOnChip
 from celosia.hw.omap_words import WordAxi, WordOnChip
 from celosia.sim.omap import OmapConfig, Status
@@ -58,7 +63,7 @@ from celosia.errors import HardwareGenerationError
 __all__ = ["DBG", "HBM_AXI_REGIONS", "KEY_WORDS", "OmapUnit", "key_words"]
 
 #: HBM-side regions that can sit behind their own AXI4 master (``OmapUnit(hbm_axi=...)``)
-HBM_AXI_REGIONS = ("index", "versions", "loads")
+HBM_AXI_REGIONS = ("index", "blocks", "versions", "loads")
 
 #: 64-bit beats of the key port: rng (256 bits) | enc (256) | mac (128) | index (128)
 KEY_WORDS = 12
@@ -84,7 +89,7 @@ def key_words(keys: OmapKeys) -> list[int]:
     return [_le(blob[8 * i:8 * i + 8]) for i in range(KEY_WORDS)]
 
 #: dbg_sel values
-DBG = {"index": 0, "pool": 1, "loads": 2, "versions": 3, "qhead": 4, "qtail": 5, "counters": 6}
+DBG = {"index": 0, "blocks": 1, "loads": 2, "versions": 3, "counters": 4}
 
 
 def _u(x, width: int):
@@ -136,7 +141,8 @@ class OmapUnit(wiring.Component):
     Parameters
     ----------
     cfg : OmapConfig
-        Validated parameters (simulation sizes: every HBM region is an on-chip memory).
+        Validated parameters. Regions not in ``hbm_axi`` are on-chip memories, which limits
+        N to 16384 (simulation sizes); with all four regions on AXI4 any N elaborates.
     keys : OmapKeys or None
         ``OmapKeys``: the keys are elaboration-time constants (simulation and evaluation; the
         bitstream embeds them). ``None``: the unit gets a ``key`` port and loads its keys from
@@ -144,43 +150,46 @@ class OmapUnit(wiring.Component):
     hbm_axi : iterable of str
         Regions behind their own AXI4 master (an HBM pseudo-channel each), out of
         ``HBM_AXI_REGIONS``: ``"index"`` (port ``hbm_index``, one burst per bucket,
-        :class:`~celosia.hw.omap_index.IndexAxi`), ``"versions"`` (port ``hbm_versions``) and
-        ``"loads"`` (port ``hbm_loads``), one beat per access
-        (:class:`~celosia.hw.omap_words.WordAxi`). The others are on-chip memories behind the
-        same ports.
+        :class:`~celosia.hw.omap_index.IndexAxi`), ``"blocks"`` (port ``hbm_blocks``, one burst
+        per bin block, :class:`~celosia.hw.omap_blocks.BlockAxi`), ``"versions"`` (port
+        ``hbm_versions``) and ``"loads"`` (port ``hbm_loads``, load and block fill of each bin),
+        one beat per access (:class:`~celosia.hw.omap_words.WordAxi`). The others are on-chip
+        memories behind the same ports.
     """
 
     def __init__(self, cfg: OmapConfig, keys: OmapKeys | None = None, *, hbm_axi=()):
         if cfg.key_bits > 64:
             raise HardwareGenerationError(f"key_bits={cfg.key_bits}: the RTL unit supports keys up to 64 bits")
-        if cfg.n > 1 << 14:
+        self.hbm_axi = frozenset(hbm_axi)
+        if not self.hbm_axi <= set(HBM_AXI_REGIONS):
+            raise HardwareGenerationError(f"hbm_axi={sorted(self.hbm_axi)}: the HBM regions are "
+                                          f"{list(HBM_AXI_REGIONS)}", hint="name regions out of HBM_AXI_REGIONS")
+        on_chip = sorted(set(HBM_AXI_REGIONS) - self.hbm_axi)
+        if cfg.n > 1 << 14 and on_chip:
             raise HardwareGenerationError(
-                f"N={cfg.n}: the RTL unit keeps its item pool, queue links, loads and versions on chip and "
-                f"supports N <= 16384 (only the key index has an HBM AXI4 port)",
-                hint="use the golden model for larger N; docs/omap.md has the plan for the other regions")
+                f"N={cfg.n}: the regions {on_chip} would be on-chip memories, which the unit allows up to "
+                f"N = 16384 (simulation sizes)", hint=f"put every region on AXI4: hbm_axi={list(HBM_AXI_REGIONS)}")
         self.cfg, self.keys, self.sched = cfg, keys, cfg.schedule
         self.V, self.kb = cfg.value_bytes, cfg.key_bytes
         self.bw = max(1, (cfg.bins - 1).bit_length())
-        self.pool_depth = cfg.n + cfg.hbm_items  # initialisation queues every host-bound item
-        self.pw = max(1, (self.pool_depth - 1).bit_length())
+        self.Q = cfg.bin_block
         self.nb = -(-cfg.ct_bytes // 64)
         self.cmd_w = 8 + 8 + 64 + 8 + 8 * self.V
         self.page_bits = 8 * cfg.page_bytes
-        self.entry_w = 1 + cfg.key_bits + 3 * self.bw + self.pw
-        self.item_w = 1 + cfg.key_bits + 8 * self.V + self.bw
-        self.dbg_w = max(self.entry_w, self.item_w, 64, 96)
-        self.hbm_axi = frozenset(hbm_axi)
-        if not self.hbm_axi <= set(HBM_AXI_REGIONS):
-            raise HardwareGenerationError(f"hbm_axi={sorted(self.hbm_axi)}: only {list(HBM_AXI_REGIONS)} have AXI4 "
-                                          f"ports", hint="docs/omap.md lists what the other regions need")
+        self.entry_w = 1 + cfg.key_bits + 3 * self.bw
+        self.slot_w = 1 + cfg.key_bits + 8 * self.V
+        self.dbg_w = max(self.entry_w, self.slot_w, 64, 96)
         idx_args = (self.entry_w, cfg.bucket_width, cfg.buckets)
         self.index_port = IndexAxi(*idx_args) if "index" in self.hbm_axi else IndexOnChip(*idx_args)
         M, B = cfg.host_pages, cfg.bins
+        blk_args = (self.slot_w, self.Q, B)
+        self.blocks_port = BlockAxi(*blk_args) if "blocks" in self.hbm_axi else BlockOnChip(*blk_args)
         self.versions_port = WordAxi(M, 64) if "versions" in self.hbm_axi else WordOnChip(M, 64)
-        self.loads_port = WordAxi(B, 32, depth=4) if "loads" in self.hbm_axi else WordOnChip(B, 32)
+        # a bin's word: load (low 32 bits) | block fill (high 32 bits)
+        self.loads_port = WordAxi(B, 64, depth=4) if "loads" in self.hbm_axi else WordOnChip(B, 64)
         members = {}
-        for region, port in (("index", self.index_port), ("versions", self.versions_port),
-                             ("loads", self.loads_port)):
+        for region, port in (("index", self.index_port), ("blocks", self.blocks_port),
+                             ("versions", self.versions_port), ("loads", self.loads_port)):
             if region in self.hbm_axi:
                 members[f"hbm_{region}"] = Out(port.signature.members["axi"].signature)
         if keys is None:
@@ -205,71 +214,87 @@ class OmapUnit(wiring.Component):
 
     def fields(self):
         """Bit layout of the dumped regions (for the testbench)."""
-        kbits, bw, pw, V = self.cfg.key_bits, self.bw, self.pw, self.V
-        return {"entry": [("valid", 1), ("key", kbits), ("d1", bw), ("d2", bw), ("bin", bw), ("ptr", pw)],
-                "item": [("valid", 1), ("key", kbits), ("val", 8 * V), ("bin", bw)], "link": pw + 1}
+        kbits, bw, V = self.cfg.key_bits, self.bw, self.V
+        return {"entry": [("valid", 1), ("key", kbits), ("d1", bw), ("d2", bw), ("bin", bw)],
+                "slot": [("valid", 1), ("key", kbits), ("val", 8 * V)], "loads": [("load", 32), ("fill", 32)]}
 
     def elaborate(self, platform):
         cfg, s, V, kb = self.cfg, self.sched, self.V, self.kb
         K, B, M, N = cfg.hbm_bins, cfg.bins, cfg.host_pages, cfg.n
         W, P = cfg.bucket_width, cfg.p_cap
-        bw, pw, nb = self.bw, self.pw, self.nb
+        bw, nb, Q = self.bw, self.nb, self.Q
         kbits, sb = cfg.key_bits, cfg.slot_bytes
         ct_bits = 8 * cfg.ct_bytes
-        NULL = 1 << pw  # a queue link with the null bit set
         m = Module()
 
-        # ---- HBM-side regions (each would be an AXI4 port on its own pseudo-channel) ------
-        mems = {
-            "item": Memory(shape=self.item_w, depth=self.pool_depth, init=[]),
-            "next": Memory(shape=pw + 1, depth=self.pool_depth, init=[]),
-            "prev": Memory(shape=pw + 1, depth=self.pool_depth, init=[]),
-            "qhead": Memory(shape=pw + 1, depth=max(1, M), init=[NULL] * max(1, M)),
-            "qtail": Memory(shape=pw + 1, depth=max(1, M), init=[NULL] * max(1, M)),
-            "free": Memory(shape=pw, depth=self.pool_depth, init=list(range(self.pool_depth))),
-        }
-        # the key index: behind the bucket port (on chip or AXI4), scanned from the unit's copy
-        # of the current bucket (bkt); the last bucket stays there and is reused, not refetched
+        # ---- HBM-side regions, each behind a port (on chip, or AXI4 on its own pseudo-channel) --
+        # the key index: scanned from the unit's copy of the current bucket (bkt); the last
+        # bucket stays there and is reused, not refetched
         m.submodules.index = ix = self.index_port
-        if "index" in self.hbm_axi:
-            wiring.connect(m, ix.axi, wiring.flipped(self.hbm_index))
+        m.submodules.blocks = bp = self.blocks_port
+        m.submodules.versions = vp = self.versions_port
+        m.submodules.loads = lp = self.loads_port
+        for region, port in (("index", ix), ("blocks", bp), ("versions", vp), ("loads", lp)):
+            if region in self.hbm_axi:
+                wiring.connect(m, port.axi, wiring.flipped(getattr(self, f"hbm_{region}")))
+            m.d.comb += port.dbg_addr.eq(self.dbg_addr)
+        m.d.comb += self.hbm_fault.eq(ix.fault | bp.fault | vp.fault | lp.fault)
         bkt = Array(Signal(self.entry_w, name=f"bkt{k}") for k in range(W))
         have = Signal(range(W + 1))
         bkt_id, bkt_ok, wb_req = Signal(len(ix.bucket)), Signal(), Signal()
-        m.d.comb += [ix.ent.ready.eq(1), ix.wb.eq(wb_req), ix.wb_bucket.eq(bkt_id),
-                     ix.wb_data.eq(Cat(*bkt)), ix.dbg_addr.eq(self.dbg_addr)]
+        m.d.comb += [ix.ent.ready.eq(1), ix.wb.eq(wb_req), ix.wb_bucket.eq(bkt_id), ix.wb_data.eq(Cat(*bkt))]
         with m.If(ix.ent.valid):
             m.d.sync += [bkt[have].eq(ix.ent.payload), have.eq(have + 1)]
         with m.If(wb_req):
             m.d.sync += wb_req.eq(0)
-        # page versions: behind the word port (on chip or AXI4); answers arrive a cycle or an
-        # HBM round trip after the request and are caught here whatever state the FSM is in
-        m.submodules.versions = vp = self.versions_port
-        if "versions" in self.hbm_axi:
-            wiring.connect(m, vp.axi, wiring.flipped(self.hbm_versions))
-        m.d.comb += [vp.rdata.ready.eq(1), vp.dbg_addr.eq(self.dbg_addr)]
-        # bin loads: behind a word port; a command works on a cache of the four bins it may
-        # touch (slots 0/1: the revealed pair or a repeated initial key's pair, 2/3: the
-        # placement pair), fetched early, adjusted in place, written back at its end
-        m.submodules.loads = lp = self.loads_port
-        if "loads" in self.hbm_axi:
-            wiring.connect(m, lp.axi, wiring.flipped(self.hbm_loads))
-        m.d.comb += [lp.rdata.ready.eq(1), lp.dbg_addr.eq(self.dbg_addr)]
-        m.d.comb += self.hbm_fault.eq(ix.fault | vp.fault | lp.fault)
+
+        # bin blocks: the unit's copies of (up to) two blocks, filled slot by slot as the fetched
+        # bursts stream in (block 0 first), edited in place, written back whole
+        blk = [Array(Signal(self.slot_w, name=f"blk{j}_{k}") for k in range(Q)) for j in range(2)]
+        blk_bin = [Signal(bw, name=f"blk_bin{j}") for j in range(2)]
+        blk_on = Signal(2)  # which copies hold a fetched block this command
+        bgot = Signal(range(2 * Q + 1))
+        blk_wb = Signal(2)
+        m.d.comb += [bp.ent.ready.eq(1), bp.wb.eq(blk_wb), bp.wb_bin0.eq(blk_bin[0]), bp.wb_bin1.eq(blk_bin[1]),
+                     bp.wb_data0.eq(Cat(*blk[0])), bp.wb_data1.eq(Cat(*blk[1]))]
+        with m.If(bp.ent.valid):
+            with m.If(bgot < Q):
+                m.d.sync += blk[0][bgot].eq(bp.ent.payload)
+            with m.Else():
+                m.d.sync += blk[1][(bgot - Q)[:len(bgot)]].eq(bp.ent.payload)
+            m.d.sync += bgot.eq(bgot + 1)
+        with m.If(blk_wb != 0):
+            m.d.sync += blk_wb.eq(0)
+
+        def block_fetch(j, bin_):
+            m.d.comb += [bp.fetch.eq(1), bp.fetch_bin.eq(bin_)]
+            m.d.sync += [blk_bin[j].eq(bin_), blk_on.bit_select(j, 1).eq(1)]
+
+        # page versions: answers arrive a cycle or an HBM round trip after the request and are
+        # caught here whatever state the FSM is in
+        m.d.comb += vp.rdata.ready.eq(1)
+        # bin words (load | block fill): a command works on a cache of the four bins it may touch
+        # (slots 0/1: the revealed pair, a repeated initial key's pair or the page being built,
+        # 2/3: the placement pair), fetched early, adjusted in place, written back at its end
+        m.d.comb += lp.rdata.ready.eq(1)
         lc_bin = [Signal(self.bw, name=f"lc_bin{k}") for k in range(4)]
-        lc_val = [Signal(32, name=f"lc_val{k}") for k in range(4)]
-        lc_dlt = [Signal(8, name=f"lc_dlt{k}") for k in range(4)]  # two's complement adjustment
+        lc_val = [Signal(64, name=f"lc_val{k}") for k in range(4)]
+        lc_dlt = [Signal(8, name=f"lc_dlt{k}") for k in range(4)]  # two's complement adjustments
+        lc_fdl = [Signal(8, name=f"lc_fdl{k}") for k in range(4)]
         lc_have, lc_used, lc_pend = Signal(4), Signal(4), Signal(4)
         lq = Signal(8)  # slot ids of the reads in flight, oldest in the low bits
         lq_n = Signal(range(5))
         lq_push, lq_slot = Signal(), Signal(2)
 
         def lc_eff(k):
-            return (lc_val[k] + lc_dlt[k].as_signed())[:32]
+            return (lc_val[k][:32] + lc_dlt[k].as_signed())[:32]
+
+        def lc_fill(k):
+            return (lc_val[k][32:] + lc_fdl[k].as_signed())[:32]
 
         def load_fetch(k, bin_):
             m.d.comb += [lp.rd.eq(1), lp.rd_page.eq(bin_), lq_push.eq(1), lq_slot.eq(k)]
-            m.d.sync += [lc_bin[k].eq(bin_), lc_dlt[k].eq(0), lc_have.bit_select(k, 1).eq(0),
+            m.d.sync += [lc_bin[k].eq(bin_), lc_dlt[k].eq(0), lc_fdl[k].eq(0), lc_have.bit_select(k, 1).eq(0),
                          lc_used.bit_select(k, 1).eq(1)]
 
         lq_pop = lp.rdata.valid
@@ -291,60 +316,39 @@ class OmapUnit(wiring.Component):
                 m.d.comb += wb_sel.eq(k)
         for k in range(4):
             with m.If(wb_sel == k):
-                m.d.comb += [lp.wr.eq(1), lp.wr_page.eq(lc_bin[k]), lp.wr_data.eq(lc_eff(k))]
+                m.d.comb += [lp.wr.eq(1), lp.wr_page.eq(lc_bin[k]), lp.wr_data.eq(Cat(lc_eff(k), lc_fill(k)))]
                 m.d.sync += lc_pend.bit_select(k, 1).eq(0)
         lw_req = Signal()  # the FSM asks for the write-back (set with the last adjustment)
         with m.If(lw_req):
             m.d.sync += [lc_pend.eq(lc_used), lw_req.eq(0)]
         lc_idle = (lc_pend == 0) & ~lw_req
 
-        R, Wp, D = {}, {}, {"index": ix.dbg_data, "versions": vp.dbg_data, "loads": lp.dbg_data}
-        for name, mem in mems.items():
-            m.submodules[f"mem_{name}"] = mem
-            R[name] = mem.read_port(domain="comb")
-            Wp[name] = mem.write_port()
-            if name != "free":
-                dp = mem.read_port(domain="comb")
-                m.d.comb += dp.addr.eq(self.dbg_addr)
-                D[name] = dp.data
-
-        def rd(name, addr):
-            m.d.comb += R[name].addr.eq(addr)
-            return R[name].data
-
-        def wr(name, addr, data):
-            m.d.comb += [Wp[name].en.eq(1), Wp[name].addr.eq(addr), Wp[name].data.eq(data)]
-
         def ef(v):
             o = 1 + kbits
             return {"valid": v[0], "key": v[1:o], "d1": v[o:o + bw], "d2": v[o + bw:o + 2 * bw],
-                    "bin": v[o + 2 * bw:o + 3 * bw], "ptr": v[o + 3 * bw:o + 3 * bw + pw]}
+                    "bin": v[o + 2 * bw:o + 3 * bw]}
 
-        def itf(v):
-            o = 1 + kbits
-            return {"valid": v[0], "key": v[1:o], "val": v[o:o + 8 * V], "bin": v[o + 8 * V:o + 8 * V + bw]}
+        def slot_of(v):
+            return {"valid": v[0], "key": v[1:1 + kbits], "val": v[1 + kbits:1 + kbits + 8 * V]}
 
         count = Signal(32)
         queued = Signal(32)
         hbm_count = Signal(32)
-        free_top = Signal(range(self.pool_depth + 1), init=self.pool_depth)
-        dbg_names = ["index", "item", "loads", "versions", "qhead", "qtail", "next", "prev"]
         with m.Switch(self.dbg_sel):
-            for k, name in enumerate(dbg_names):
-                with m.Case(k):
-                    m.d.comb += self.dbg_data.eq(D[name])
-            with m.Case(len(dbg_names)):
+            for name, port in (("index", ix), ("blocks", bp), ("loads", lp), ("versions", vp)):
+                with m.Case(DBG[name]):
+                    m.d.comb += self.dbg_data.eq(port.dbg_data)
+            with m.Case(DBG["counters"]):
                 m.d.comb += self.dbg_data.eq(Cat(count, queued, hbm_count))
 
-        def free_push(slot_):
-            wr("free", free_top, slot_)
-            m.d.sync += free_top.eq(free_top + 1)
-
-        def load_add(bin_, delta):
+        def bin_add(bin_, load, fill):
             # every cached copy of the bin (the slots may repeat a bin) moves together
             for k in range(4):
                 with m.If(lc_used[k] & (lc_bin[k] == bin_)):
-                    m.d.sync += lc_dlt[k].eq(lc_dlt[k] + delta)
+                    if load:
+                        m.d.sync += lc_dlt[k].eq(lc_dlt[k] + load)
+                    if fill:
+                        m.d.sync += lc_fdl[k].eq(lc_fdl[k] + fill)
 
         # ---- keys ---------------------------------------------------------------------------
         k_rng, k_enc, k_mac, k_idx, keys_ok = self._keys(m)
@@ -434,7 +438,7 @@ class OmapUnit(wiring.Component):
         halted = Signal()
         l1 = Signal(32)
         dest = Signal(bw)
-        cur = Signal(pw)
+        init_over = Signal()  # an initial item found its bin's block full (dropped; fatal at the end)
         i = Signal()
         rd_n = Signal(2)
         active, pair_ok, built, integrity_ok, responded = Signal(), Signal(), Signal(), Signal(), Signal()
@@ -455,14 +459,43 @@ class OmapUnit(wiring.Component):
         def sl(vec, k):
             return vec[8 * sb * k:8 * sb * (k + 1)]
 
-        # current page (slot vector and queue) of the take / flush steps
+        # current page (slot vector) and block of the take / flush steps
         cur_pt = Signal(ct_bits)
-        qm = Signal(32)
-        m.d.comb += [cur_pt.eq(Mux(i, pt[1], pt[0])), qm.eq(Mux(in_init, page_i, page_m(Mux(i, d[1], d[0]))))]
+        m.d.comb += cur_pt.eq(Mux(i, pt[1], pt[0]))
         first_free, has_free = Signal(range(P + 1)), Signal()
         for k in reversed(range(P)):
             with m.If(sl(cur_pt, k)[:8] == 0):
                 m.d.comb += [first_free.eq(k), has_free.eq(1)]
+
+        def cur_blk(k):
+            if isinstance(k, int) and k >= Q:
+                return Const(0, self.slot_w)
+            return Mux(i, blk[1][k], blk[0][k])
+
+        def blk_remove(j):
+            """Drop slot ``j`` of the current block, keeping it compact and in order."""
+            for k in range(Q):
+                with m.If(k >= j):
+                    with m.If(i):
+                        m.d.sync += blk[1][k].eq(cur_blk(k + 1))
+                    with m.Else():
+                        m.d.sync += blk[0][k].eq(cur_blk(k + 1))
+
+        bhit, bhit_j = Signal(), Signal(range(Q))  # the key's slot in the current block (keys are unique)
+        for k in reversed(range(Q)):
+            x = slot_of(cur_blk(k))
+            with m.If(x["valid"] & (x["key"] == key[:kbits])):
+                m.d.comb += [bhit.eq(1), bhit_j.eq(k)]
+
+        def block_take(bin_):
+            """Take the key's item out of the current block (that of bin ``bin_``)."""
+            m.d.sync += [tval.eq(slot_of(cur_blk(bhit_j))["val"]), taken.eq(1)]
+            blk_remove(bhit_j)
+            bin_add(bin_, -1, -1)
+            with m.If(bin_ < K):
+                m.d.sync += hbm_count.eq(hbm_count - 1)
+            with m.Else():
+                m.d.sync += queued.eq(queued - 1)
 
         def set_pt(vec_expr):
             with m.If(i):
@@ -526,35 +559,34 @@ class OmapUnit(wiring.Component):
             with m.State("I_ITEM"):
                 with m.If(op == 3):
                     m.d.comb += [hmac.start.eq(1), hmac.data.eq(_Mac.pad(key, kb))]
-                    m.d.sync += [init_item.eq(1), bad.eq(0)]
+                    m.d.sync += [init_item.eq(1), bad.eq(0), blk_on.eq(0), bgot.eq(0)]
                     m.next = "HASH_WAIT"
                 with m.Else():
                     m.next = "I_NEXT"
-            with m.State("LD_DUP0"):  # a repeated initial key: the loads of its earlier pair
+            with m.State("LD_DUP0"):  # a repeated initial key: its earlier pair's loads, its bin's block
                 load_fetch(0, e["d1"])
+                block_fetch(0, e["bin"])
+                m.d.sync += i.eq(0)
                 m.next = "LD_DUP1"
             with m.State("LD_DUP1"):
                 load_fetch(1, e["d2"])
+                m.next = "DUP_WAIT"
+            with m.State("DUP_WAIT"), m.If(bgot == Q):
+                with m.If(bhit):  # drop the earlier copy (always there)
+                    block_take(e["bin"])
                 m.next = "I_DUP"
             with m.State("I_DUP"):
-                # a repeated initial key: drop the earlier copy (HBM pool or its page's queue)
-                with m.If(hit):
-                    m.d.sync += cur.eq(e["ptr"])
-                    load_add(e["bin"], -1)
-                    with m.If(e["bin"] < K):
-                        wr("item", e["ptr"], 0)
-                        free_push(e["ptr"])
-                        m.d.sync += hbm_count.eq(hbm_count - 1)
-                    with m.Else():
-                        m.next = "I_UNLINK"
                 m.d.sync += [keep.eq(1), keep_v.eq(val)]
-                with m.If(~hit | (e["bin"] < K)):
-                    m.next = "PLACE0"
-            with m.State("I_UNLINK"):
-                self._unlink(m, rd, wr, free_push, e["ptr"], page_m(e["bin"]), queued, pw)
                 m.next = "PLACE0"
-            with m.State("P_BUILD"):
-                m.d.sync += [pt[0].eq(0), i.eq(0)]
+            with m.State("P_BUILD"), m.If(lc_idle):  # the empty page, its bin's word and block
+                m.d.sync += [pt[0].eq(0), i.eq(0), d[0].eq((K + page_i)[:bw]), host[0].eq(1), lc_used.eq(0),
+                             bgot.eq(0), blk_on.eq(0)]
+                m.next = "P_FETCH0"
+            with m.State("P_FETCH0"):
+                load_fetch(0, d[0])
+                block_fetch(0, d[0])
+                m.next = "P_FETCH"
+            with m.State("P_FETCH"), m.If(bgot == Q):
                 m.next = "FLUSH"
             with m.State("P_KS"):
                 m.d.sync += [ks_m[2].eq(page_i), ks_v[2].eq(1), ks_en.eq(0b0100)]
@@ -575,7 +607,7 @@ class OmapUnit(wiring.Component):
                     m.d.comb += init_write.eq(1)
                     m.d.sync += page_i.eq(page_i + 1)
                     with m.If(page_i == M - 1):  # the pass ends with the last page: check capacity
-                        with m.If((hbm_count + queued > cfg.hbm_items) | (queued > cfg.queue_items)):
+                        with m.If((hbm_count + queued > cfg.hbm_items) | (queued > cfg.queue_items) | init_over):
                             m.d.sync += [halted.eq(1), fatal.eq(Status.FATAL_CAPACITY)]
                         m.d.sync += [in_init.eq(0), self.initialised.eq(1), init_item.eq(0)]
                         m.next = "IDLE"
@@ -589,7 +621,8 @@ class OmapUnit(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(1)
                 m.d.sync += [active.eq(0), pair_ok.eq(0), built.eq(0), responded.eq(0)]
                 with m.If(self.cmd.valid):
-                    m.d.sync += [t.eq(1), *latch(), bad.eq(c_bad), hit.eq(0), taken.eq(0), tval.eq(0),
+                    m.d.sync += [t.eq(1), *latch(), bad.eq(c_bad), hit.eq(0), taken.eq(0), tval.eq(0), blk_on.eq(0),
+                                 bgot.eq(0),
                                  rval.eq(0), keep.eq(0), integrity_ok.eq(1), host[0].eq(0), host[1].eq(0),
                                  rd_n.eq(0), status.eq(0)]
                     with m.If(halted):
@@ -657,15 +690,17 @@ class OmapUnit(wiring.Component):
                     d1 = Mux(hit, e["d2"], miss[sw:])
                     m.d.sync += [d[0].eq(d0), d[1].eq(d1), host[0].eq(d0 >= K), host[1].eq(d1 >= K)]
                     m.next = "VER0"
-            with m.State("VER0"):  # request the versions of the pair's host pages (and both loads)
+            with m.State("VER0"):  # request the versions of the pair's host pages, both loads and blocks
                 m.d.comb += [vp.rd.eq(host[0]), vp.rd_page.eq(page_m(d[0]))]
                 load_fetch(0, d[0])
+                block_fetch(0, d[0])
                 m.d.sync += [ver[0].eq(0), ver[1].eq(0), vgot.eq(0), pair_ok.eq(1),
                              ks_m[0].eq(page_m(d[0])), ks_m[2].eq(page_m(d[0]))]
                 m.next = "VER1"
             with m.State("VER1"):
                 m.d.comb += [vp.rd.eq(host[1]), vp.rd_page.eq(page_m(d[1]))]
                 load_fetch(1, d[1])
+                block_fetch(1, d[1])
                 m.d.sync += [ks_m[1].eq(page_m(d[1])), ks_m[3].eq(page_m(d[1]))]
                 m.next = "VER_WAIT"
             with m.State("VER_WAIT"):  # both in: the keystreams of this and the next version
@@ -675,17 +710,9 @@ class OmapUnit(wiring.Component):
                     m.next = "VER_GO"
             with m.State("VER_GO"):
                 m.d.comb += ks_go.eq(1)
-                m.next = "HBM_TAKE"
-            with m.State("HBM_TAKE"):
-                with m.If(hit & (e["bin"] < K)):  # the item is in an HBM bin: HBM-only work
-                    it = itf(rd("item", e["ptr"]))
-                    m.d.sync += [taken.eq(1), tval.eq(it["val"]), hbm_count.eq(hbm_count - 1)]
-                    wr("item", e["ptr"], 0)
-                    free_push(e["ptr"])
-                    load_add(e["bin"], -1)
                 m.next = "WAIT_DATA"
-            with m.State("WAIT_DATA"):
-                with m.If((rd_n == host[0] + host[1]) & ~ks_go & ks_done[0] & ks_done[1]):
+            with m.State("WAIT_DATA"):  # the pages, their keystreams and both blocks
+                with m.If((rd_n == host[0] + host[1]) & ~ks_go & ks_done[0] & ks_done[1] & (bgot == 2 * Q)):
                     for k in range(2):
                         m.d.comb += [macs[k].start.eq(host[k]),
                                      macs[k].data.eq(mac_msg(page_m(d[k]), pg[k][:64], pg[k][64:64 + ct_bits]))]
@@ -704,55 +731,35 @@ class OmapUnit(wiring.Component):
                         m.d.sync += [pt[0].eq(pg[0][64:64 + ct_bits] ^ keystream(0)),
                                      pt[1].eq(pg[1][64:64 + ct_bits] ^ keystream(1)), i.eq(0)]
                         m.next = "TAKE"
-            with m.State("TAKE"):
+            with m.State("TAKE"):  # the item, from the page (host bin) or the bin's block
                 di = Mux(i, d[1], d[0])
                 hi = Mux(i, host[1], host[0])
-                with m.If(~hi):
-                    m.next = "NEXT_PAGE"
-                with m.Elif(hit & (e["bin"] == di) & ~taken):
+                m.next = "FLUSH"
+                with m.If(hit & (e["bin"] == di) & ~taken):
                     found = Signal(P + 1)
                     for k in range(P):
                         sk = sl(cur_pt, k)
                         m.d.comb += found[k + 1].eq(found[k] | ((sk[:8] != 0) & (sk[8:8 + 8 * kb] == key[:8 * kb])))
-                        with m.If(~found[k] & (sk[:8] != 0) & (sk[8:8 + 8 * kb] == key[:8 * kb])):
+                        with m.If(hi & ~found[k] & (sk[:8] != 0) & (sk[8:8 + 8 * kb] == key[:8 * kb])):
                             m.d.sync += [tval.eq(sk[8 + 8 * kb:8 * sb]), taken.eq(1)]
                             set_pt(cur_pt & ~Const(((1 << (8 * sb)) - 1) << (8 * sb * k), ct_bits))
-                    it = itf(rd("item", e["ptr"]))
-                    with m.If(found[P]):
-                        load_add(di, -1)
-                        m.next = "FLUSH"
-                    with m.Elif(it["valid"] & (it["key"] == key[:kbits]) & (it["bin"] == di)):
-                        m.d.sync += [tval.eq(it["val"]), taken.eq(1)]
-                        m.next = "T_UNLINK"
-                    with m.Else():
-                        m.next = "FLUSH"
-                with m.Else():
-                    m.next = "FLUSH"
-            with m.State("T_UNLINK"):
-                self._unlink(m, rd, wr, free_push, e["ptr"], qm, queued, pw)
-                m.next = "T_LOAD"
-            with m.State("T_LOAD"):
-                load_add(Mux(i, d[1], d[0]), -1)
-                m.next = "FLUSH"
-            with m.State("FLUSH"):
-                h = rd("qhead", qm)
-                with m.If(~h[pw] & has_free):
-                    it = itf(rd("item", h[:pw]))
-                    nx = rd("next", h[:pw])
+                    with m.If(hi & found[P]):
+                        bin_add(di, -1, 0)
+                    with m.Elif(bhit):
+                        block_take(di)
+            with m.State("FLUSH"):  # the block's head into the page's first free slot, in order
+                head = slot_of(cur_blk(0))
+                with m.If(Mux(i, host[1], host[0]) & head["valid"] & has_free):
                     for k in range(P):
                         with m.If(first_free == k):
                             lo = 8 * sb * k
-                            newslot = Cat(Const(1, 8), it["key"], Const(0, 8 * kb - kbits), it["val"])
+                            newslot = Cat(Const(1, 8), head["key"], Const(0, 8 * kb - kbits), head["val"])
                             set_pt(Cat(cur_pt[:lo], newslot, cur_pt[lo + 8 * sb:]))
-                    wr("qhead", qm, nx)
-                    with m.If(nx[pw]):
-                        wr("qtail", qm, NULL)
-                    with m.Else():
-                        wr("prev", nx[:pw], NULL)
-                    wr("item", h[:pw], 0)
-                    free_push(h[:pw])
+                    blk_remove(0)
+                    bin_add(Mux(i, d[1], d[0]), 0, -1)
                     m.d.sync += queued.eq(queued - 1)
-                with m.Elif(in_init):
+                with m.Elif(in_init):  # the page is built: its block and word go back
+                    m.d.sync += [blk_wb.eq(0b01), lw_req.eq(1)]
                     m.next = "P_KS"
                 with m.Else():
                     m.next = "NEXT_PAGE"
@@ -814,36 +821,33 @@ class OmapUnit(wiring.Component):
                 used = hbm_count + queued
                 over = Mux(dest < K, used + 1 > cfg.hbm_items,
                            (used + 1 > cfg.hbm_items) | (queued + 1 > cfg.queue_items))
-                with m.If(over & ~in_init):  # fail closed: the fixed-size response carries no value
+                bfill = Mux(dest == n1, lc_fill(2), lc_fill(3))
+                full = bfill >= Q
+                with m.If(full & in_init):  # the item is dropped, the pass ends fatal (as the model)
+                    m.d.sync += [init_over.eq(1), wb_req.eq(1), lw_req.eq(1), blk_wb.eq(blk_on)]
+                    with m.If(hit):
+                        m.d.sync += [bkt[hit_e].eq(0), count.eq(count - 1)]
+                    m.next = "I_NEXT"
+                with m.Elif((over & ~in_init) | full):  # fail closed: the fixed-size response carries no value
                     m.d.sync += [fatal.eq(Status.FATAL_CAPACITY), halted.eq(1), status.eq(Status.FATAL_CAPACITY),
                                  rval.eq(0)]
                     m.next = "WAIT_RESP"
-                with m.Else():
-                    sidx = rd("free", free_top - 1)
-                    m.d.sync += [free_top.eq(free_top - 1), cur.eq(sidx)]
-                    wr("item", sidx, Cat(Const(1, 1), key[:kbits], keep_v, dest))
-                    load_add(dest, 1)
+                with m.Else():  # append to the bin's block: the copy here if fetched, else one slot write
+                    item = Cat(Const(1, 1), key[:kbits], keep_v)
+                    with m.If(blk_on[0] & (blk_bin[0] == dest)):
+                        m.d.sync += blk[0][bfill].eq(item)
+                    with m.Elif(blk_on[1] & (blk_bin[1] == dest)):
+                        m.d.sync += blk[1][bfill].eq(item)
+                    with m.Else():
+                        m.d.comb += [bp.put.eq(1), bp.put_bin.eq(dest), bp.put_pos.eq(bfill), bp.put_data.eq(item)]
+                    bin_add(dest, 1, 1)
                     with m.If(dest >= K):
-                        m.next = "ENQ"
+                        m.d.sync += queued.eq(queued + 1)
                     with m.Else():
                         m.d.sync += hbm_count.eq(hbm_count + 1)
-                        m.next = "IDX"
-            with m.State("ENQ"):
-                pm = page_m(dest)
-                tl = rd("qtail", pm)
-                wr("prev", cur, tl)
-                with m.If(tl[pw]):
-                    wr("qhead", pm, cur)
-                with m.Else():
-                    wr("next", tl[:pw], cur)
-                wr("qtail", pm, cur)
-                m.d.sync += queued.eq(queued + 1)
-                m.next = "ENQ_NEXT"
-            with m.State("ENQ_NEXT"):
-                wr("next", cur, NULL)
-                m.next = "IDX"
+                    m.next = "IDX"
             with m.State("IDX"):
-                new = Cat(Const(1, 1), key[:kbits], n1, n2, dest, cur)
+                new = Cat(Const(1, 1), key[:kbits], n1, n2, dest)
                 with m.If(hit):
                     m.d.sync += bkt[hit_e].eq(new)
                 with m.Else():
@@ -853,15 +857,15 @@ class OmapUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += bkt[free_e].eq(new)
                 with m.If(init_item):
-                    # write the bucket and the loads back (next cycle, once updated)
-                    m.d.sync += [wb_req.eq(1), lw_req.eq(1)]
+                    # write the bucket, the loads and a fetched block back (next cycle, once updated)
+                    m.d.sync += [wb_req.eq(1), lw_req.eq(1), blk_wb.eq(blk_on)]
                     m.next = "I_NEXT"
                 with m.Else():
                     m.next = "WAIT_RESP"
             with m.State("WAIT_RESP"):
                 m.d.sync += responded.eq(1)
-                with m.If(~responded):  # every command writes its bucket and loads back, changed or not
-                    m.d.sync += [wb_req.eq(1), lw_req.eq(1)]
+                with m.If(~responded):  # every command writes its bucket, loads and blocks back, changed or not
+                    m.d.sync += [wb_req.eq(1), lw_req.eq(1), blk_wb.eq(blk_on)]
                 with m.If(t >= s.respond):  # '>' only if late (flagged), never a hang
                     m.d.comb += [self.resp.valid.eq(1), self.resp.payload.eq(Cat(status, rval))]
                     m.d.sync += active.eq(0)
@@ -882,20 +886,3 @@ class OmapUnit(wiring.Component):
         with m.If(self.key.valid & ~loaded):
             m.d.sync += [reg.eq(Cat(reg[64:], self.key.payload)), n.eq(n + 1)]
         return reg[:256], reg[256:512], reg[512:640], reg[640:768], loaded
-
-    @staticmethod
-    def _unlink(m, rd, wr, free_push, slot_, page, queued, pw):
-        """Remove pool slot ``slot_`` from the queue of ``page`` and free it (one cycle)."""
-        p = rd("prev", slot_)
-        n = rd("next", slot_)
-        with m.If(p[pw]):
-            wr("qhead", page, n)
-        with m.Else():
-            wr("next", p[:pw], n)
-        with m.If(n[pw]):
-            wr("qtail", page, p)
-        with m.Else():
-            wr("prev", n[:pw], p)
-        wr("item", slot_, 0)
-        free_push(slot_)
-        m.d.sync += queued.eq(queued - 1)

@@ -33,7 +33,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from celosia.hw.omap import OmapUnit
+from celosia.hw.omap import HBM_AXI_REGIONS, OmapUnit
 from celosia.hw.omap_axi_bus import (
     BURST_INCR,
     RESP_OKAY,
@@ -231,9 +231,9 @@ class OmapUnitAxi(wiring.Component):
     addr_width : int
         AXI address width.
     hbm_axi : iterable of str
-        HBM-side regions behind their own AXI4 master (default all that can:
-        ``("index", "versions", "loads")``, ports ``hbm_index``, ``hbm_versions`` and
-        ``hbm_loads``); the others stay on chip.
+        HBM-side regions behind their own AXI4 master (default all of
+        :data:`~celosia.hw.omap.HBM_AXI_REGIONS`: ports ``hbm_index``, ``hbm_blocks``,
+        ``hbm_versions`` and ``hbm_loads``); the others stay on chip (simulation sizes only).
 
     Ports
     -----
@@ -241,17 +241,18 @@ class OmapUnitAxi(wiring.Component):
         As :class:`~celosia.hw.omap.OmapUnit` (``key``/``keys_loaded`` only with ``keys=None``).
     host : Out(axi4_signature)
         AXI4 master to host memory: one INCR burst of one page per transaction.
-    hbm_index, hbm_versions, hbm_loads : Out(axi4_signature)
+    hbm_index, hbm_blocks, hbm_versions, hbm_loads : Out(axi4_signature)
         AXI4 masters to the index region (one burst per bucket,
-        :class:`~celosia.hw.omap_index.IndexAxi`), the page versions and the bin loads (one
-        beat per access, :class:`~celosia.hw.omap_words.WordAxi`), each for its own HBM
-        pseudo-channel.
+        :class:`~celosia.hw.omap_index.IndexAxi`), the bin blocks (one burst per block, one
+        beat per append, :class:`~celosia.hw.omap_blocks.BlockAxi`), the page versions and the
+        bin loads and fills (one beat per access, :class:`~celosia.hw.omap_words.WordAxi`), each
+        for its own HBM pseudo-channel.
     host_fault : Out(1)
         Sticky AXI fault (see :class:`Axi4PageMaster`).
     """
 
     def __init__(self, cfg: OmapConfig, keys: OmapKeys | None = None, *, data_width: int = 512,
-                 addr_width: int = 64, hbm_axi=("index", "versions", "loads")):
+                 addr_width: int = 64, hbm_axi=HBM_AXI_REGIONS):
         self.beats = check_axi_pages(cfg, data_width, addr_width)
         self.cfg, self.keys, self.data_width, self.addr_width = cfg, keys, data_width, addr_width
         self.unit = OmapUnit(cfg, keys, hbm_axi=hbm_axi)
@@ -266,14 +267,6 @@ class OmapUnitAxi(wiring.Component):
     def fields(self):
         """Bit layout of the dumped regions (as :meth:`OmapUnit.fields`)."""
         return self.unit.fields()
-
-    @property
-    def pool_depth(self) -> int:
-        return self.unit.pool_depth
-
-    @property
-    def pw(self) -> int:
-        return self.unit.pw
 
     def elaborate(self, platform):
         m = Module()

@@ -12,9 +12,10 @@ Layout (B = N/c bins, K = floor(alpha*B) HBM bins [0, K), M = B-K host pages [K,
   version (u64 LE) ‖ ChaCha20 ciphertext of P_cap slots ‖ SipHash tag (u64 LE) ‖ zero pad
   to the link width. A slot is valid (u8) ‖ key (LE) ‖ value.
 * HBM: key index (buckets of ``bucket_width`` entries, bucket = SipHash(key) under the
-  index key; each entry holds d1, d2 and the bin the item is in), an item pool shared by
-  the values of HBM bins and the per-page eviction queues (FIFO), per-bin load counters,
-  per-page versions.
+  index key; each entry holds d1, d2 and the bin the item is in), one block of
+  ``bin_block`` slots per bin (the value store of an HBM bin, the FIFO eviction queue of a
+  host page; items in insertion order), per-bin load counters and block fills, per-page
+  versions.
 * on chip: the ChaCha20 CSPRNG and control.
 
 RNG consumption is data independent: every command draws exactly two distinct pairs, in
@@ -123,11 +124,16 @@ class OmapConfig:
     index_load : int
         Mean keys per bucket at full load; buckets = next_pow2(ceil(N / index_load)).
     hbm_items : int, optional
-        Item-pool slots in HBM (values of HBM bins + eviction queues); default
+        Most items held in HBM at once (values of HBM bins + eviction queues); default
         ``ceil((alpha + 1/12) * N)`` (297,097 at N = 2**20, alpha = 0.2, within 0.13 % of the
-        spec's bound 296,720).
+        spec's bound 296,720). Exceeding it is fatal.
     queue_items : int, optional
         Most items queued for host pages at once; default ``hbm_items``.
+    bin_block : int, optional
+        Slots of each bin's HBM block (the whole bin of an HBM bin, the eviction queue of a
+        host page); default ``2 * P_cap``. A placement into a full block is fatal: with two
+        choices a bin's load stays within c + log2 log2 B + O(1) (12 measured at N = 2^16
+        under churn, P_cap = 13), so twice P_cap is never reached in practice.
     hbm_bytes : int
         HBM budget of the unit (default 16 GiB, an Alveo U55C).
     timing : MemoryTiming
@@ -146,6 +152,7 @@ class OmapConfig:
     index_load: int = 8
     hbm_items: int | None = None
     queue_items: int | None = None
+    bin_block: int | None = None
     hbm_bytes: int = 16 << 30
     timing: MemoryTiming = field(default_factory=MemoryTiming)
     host_base: int = 0
@@ -180,8 +187,11 @@ class OmapConfig:
             object.__setattr__(self, "hbm_items", math.ceil((self.alpha + 1 / 12) * n))
         if self.queue_items is None:
             object.__setattr__(self, "queue_items", self.hbm_items)
-        if self.hbm_items < 1 or self.queue_items < 1:
-            raise HardwareGenerationError(f"hbm_items={self.hbm_items} and queue_items={self.queue_items} must be >= 1")
+        if self.bin_block is None:
+            object.__setattr__(self, "bin_block", 2 * self.p_cap)
+        if self.hbm_items < 1 or self.queue_items < 1 or self.bin_block < 1:
+            raise HardwareGenerationError(f"hbm_items={self.hbm_items}, queue_items={self.queue_items} and "
+                                          f"bin_block={self.bin_block} must be >= 1")
         need = self.hbm_footprint()
         if need["total"] > self.hbm_bytes:
             parts = ", ".join(f"{k} {v}" for k, v in need.items() if k != "total")
@@ -245,14 +255,12 @@ class OmapConfig:
         return self.host_pages * self.page_bytes
 
     def hbm_footprint(self) -> dict:
-        """HBM bytes per region; ``staging`` holds host-bound items during initialisation."""
+        """HBM bytes per region (the bin blocks also stage host-bound items during initialisation)."""
         f = {
             "index": self.buckets * self.bucket_bytes,
-            "item_pool": self.hbm_items * (self.slot_bytes + 4),  # + next pointer of the queue lists
-            "loads": self.bins * 4,
+            "bin_blocks": self.bins * self.bin_block * self.slot_bytes,
+            "loads": self.bins * 8,  # load and block fill, u32 each
             "versions": self.host_pages * 8,
-            "queue_heads": self.host_pages * 8,
-            "staging": (self.n - self.hbm_bins * self.c) * self.slot_bytes,
         }
         f["total"] = sum(f.values())
         return f
@@ -269,7 +277,7 @@ class OmapConfig:
             "value_bytes": self.value_bytes, "bins": self.bins, "hbm_bins": self.hbm_bins,
             "host_pages": self.host_pages, "page_bytes": self.page_bytes, "slot_bytes": self.slot_bytes,
             "bucket_width": self.bucket_width, "buckets": self.buckets, "hbm_items": self.hbm_items,
-            "queue_items": self.queue_items, "hbm_footprint": self.hbm_footprint(), "host_bytes": self.host_bytes,
+            "queue_items": self.queue_items, "bin_block": self.bin_block, "hbm_footprint": self.hbm_footprint(), "host_bytes": self.host_bytes,
             "clock_mhz": self.timing.clock_mhz, "host_latency_cycles": self.timing.host_latency,
             "hbm_latency_cycles": self.timing.hbm_latency, "schedule": s._asdict(),
             "latency_us": s.latency / self.timing.clock_mhz,
@@ -293,7 +301,9 @@ class Schedule(NamedTuple):
     The windows are those of the RTL datapath (``hw.omap``): SipHash-2-4 absorbs one word per
     cycle and finalizes in two, the ChaCha20 core makes a 64-byte block every 24 cycles, the
     index bucket is scanned one entry per cycle, the eviction queue moves one item per three
-    cycles. Each window is the larger of what the modelled memories and the datapath need.
+    cycles, the two bins' HBM blocks stream in one slot per cycle once the pair is known (after
+    the previous command's write-backs are acknowledged). Each window is the larger of what the
+    modelled memories and the datapath need.
     """
 
     index_read: int
@@ -325,15 +335,22 @@ class Schedule(NamedTuple):
         # the keystreams start once both page versions are back from HBM
         ks_start = read1 + t.hbm_latency + 6
         data_end = max(read2 + t.host_latency + pb, ks_start + 2 * ks_blocks * chacha + 4)
-        verify = data_end + mac + 4  # both MACs in parallel, then compare and decrypt
+        # both bins' blocks (2q slots) are fetched with the versions, once the previous
+        # command's block write-backs (issued before its response) are acknowledged
+        q = cfg.bin_block
+        prev_writes = 2 * q + t.hbm_latency + 4
+        blocks = max(read1, prev_writes) + t.hbm_latency + 2 * q + 8
+        verify = max(data_end + mac + 4, blocks)  # both MACs in parallel, then compare and decrypt
         # take + flush of both pages, then encrypt (keystream of the next version precomputed
         # during the read wait) and MAC the new ciphertext: the tag closes the page.
         merged = verify + 2 * (3 * cfg.p_cap + 12)
         write1 = max(merged, ks_start + 4 * ks_blocks * chacha + 4) + mac + 4
         write2 = write1 + pb
         respond = write2 + pb + 16  # placement: loads, pool, queue, index
-        ingest = hash_ + max(pairs // 2, t.hbm_latency + 2) + cfg.bucket_width + 24
-        init_page = max(pb, 3 * cfg.p_cap + 8 + ks_blocks * chacha + mac + 8)
+        # a repeated initial key drops its earlier copy from its bin's block (fetch, rewrite)
+        ingest = hash_ + max(pairs // 2, t.hbm_latency + 2) + cfg.bucket_width + 24 + t.hbm_latency + q + 8
+        # a page is built from its block: fetch, flush, keystream, encrypt, MAC
+        init_page = max(pb, t.hbm_latency + q + 4 + 3 * cfg.p_cap + 8 + ks_blocks * chacha + mac + 8)
         return Schedule(0, read1, read2, verify, write1, write2, respond, respond + 1, ingest, init_page)
 
 
@@ -418,7 +435,7 @@ class OmapModel:
         self.crypto = crypto
         self.sched = config.schedule
         self.host = HostMemory(config.host_base + config.host_bytes, config.timing)
-        self.hbm = {name: HbmChannel(name, config.timing) for name in ("index", "pool", "meta")}
+        self.hbm = {name: HbmChannel(name, config.timing) for name in ("index", "blocks", "meta")}
         k, b = config.hbm_bins, config.bins
         self.K, self.B = k, b
         self.index: dict[int, _Entry] = {}
@@ -435,6 +452,7 @@ class OmapModel:
         self.peak_hbm_items = 0
         self.peak_queued = 0
         self.peak_page_load = 0
+        self.peak_block_fill = 0
         self._zero = bytes(config.value_bytes)
         self._mul = (siphash24(self.keys.index, b"fast") | 1) & 0xFFFFFFFFFFFFFFFF
 
@@ -448,6 +466,10 @@ class OmapModel:
     def page_address(self, b: int) -> int:
         """Host byte address of the page of host bin ``b``."""
         return self.cfg.host_base + (b - self.K) * self.cfg.page_bytes
+
+    def block_fill(self, b: int) -> int:
+        """Slots in use in bin ``b``'s HBM block: all its items (HBM bin) or its queue (host page)."""
+        return self.loads[b] if b < self.K else len(self.queues.get(b, ()))
 
     def hbm_items(self) -> int:
         """Items held in HBM now (HBM bins + eviction queues)."""
@@ -538,7 +560,8 @@ class OmapModel:
         Returns
         -------
         Status
-            OK, or FATAL_CAPACITY if the pool overflowed (the unit halts).
+            OK, or FATAL_CAPACITY if the HBM item bound was exceeded or an item found its
+            bin's block full (it is dropped; the unit halts at the end of the pass).
         """
         cfg = self.cfg
         if self.initialised:
@@ -572,6 +595,13 @@ class OmapModel:
                         hint="raise bucket_width or lower index_load")
                 self.bucket_fill[bucket] += 1
             dest = n1 if self.loads[n1] <= self.loads[n2] else n2
+            fill = self.loads[dest] if dest < self.K else len(staged.get(dest, ()))
+            if fill >= cfg.bin_block:  # the block is full: the item is dropped, the pass ends fatal
+                status = Status.FATAL_CAPACITY
+                self.index.pop(key, None)
+                self.bucket_fill[bucket] -= 1
+                continue
+            self.peak_block_fill = max(self.peak_block_fill, fill + 1)
             self.loads[dest] += 1
             self.index[key] = _Entry(n1, n2, dest, bucket)
             if dest < self.K:
@@ -594,7 +624,9 @@ class OmapModel:
         self.cycle = t + cfg.host_pages * pb + 1
         self._track()
         if self.hbm_items() > cfg.hbm_items or self.queued > cfg.queue_items:
-            self.halted = status = Status.FATAL_CAPACITY
+            status = Status.FATAL_CAPACITY
+        if status != Status.OK:
+            self.halted = status
         self.initialised = True
         return status
 
@@ -661,9 +693,11 @@ class OmapModel:
         bins = self._visit(entry, miss_pair)
         taken = None
         pages = []
-        for i, d in enumerate(bins):
+        block = cfg.bin_block * cfg.slot_bytes
+        for i, d in enumerate(bins):  # both bins' blocks are fetched and written back whole
+            self.hbm["blocks"].record(t0 + s.read1, "R", d * block, block)
+            self.hbm["blocks"].record(t0 + s.respond, "W", d * block, block)
             if d < K:
-                self.hbm["pool"].record(t0 + s.read1, "R", d, 1)
                 if entry is not None and entry.bin == d and taken is None:
                     taken = self.hbm_store.pop(key)
                     self.loads[d] -= 1
@@ -757,6 +791,9 @@ class OmapModel:
             return out
         n1, n2 = place_pair
         dest = n1 if self.loads[n1] <= self.loads[n2] else n2
+        if self.block_fill(dest) >= cfg.bin_block:
+            raise _Fatal(Status.FATAL_CAPACITY)
+        self.peak_block_fill = max(self.peak_block_fill, self.block_fill(dest) + 1)
         if dest < self.K:
             if self.hbm_items() + 1 > cfg.hbm_items:
                 raise _Fatal(Status.FATAL_CAPACITY)

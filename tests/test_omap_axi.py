@@ -1,11 +1,11 @@
 # amaranth: UnusedElaboratable=no
-"""The oblivious map's AXI4 top on Verilator: AXI4 host master, HBM index master, key port.
+"""The oblivious map's AXI4 top on Verilator: AXI4 host master, HBM masters, key port.
 
-One Verilator build of :class:`celosia.hw.omap_axi.OmapUnitAxi` (64-bit host AXI, the key index
-the page versions and the bin loads behind their own AXI4 masters, keys loaded through the ``key`` port: the
-bitstream holds none),
-several runs against the bench's AXI4 slaves (tests/cocotb/omap_axi_tb.py; the index slave
-slaves answer within the modelled HBM latency with random gaps and stalls as well):
+One Verilator build of :class:`celosia.hw.omap_axi.OmapUnitAxi` (64-bit host AXI; the key index,
+the bin blocks, the bin loads and the page versions behind their own AXI4 masters; keys loaded
+through the ``key`` port: the bitstream holds none), several runs against the bench's AXI4
+slaves (tests/cocotb/omap_axi_tb.py; the HBM slaves answer within the modelled HBM latency with
+random gaps and stalls as well):
 
 * random read latency within the modelled round trip, random gaps between R beats, WREADY
   stalls, B delays: responses, accept and response cycles, the AR/AW log (address, burst bytes,
@@ -69,12 +69,24 @@ def test_axi_top_matches_golden_model(axi_build):
     host_reads = sum(t[1] == "R" for t in gold.host.log)
     assert sum(t[1] == "R" for t in vlog) == host_reads
     assert sum(t[1] == "W" for t in vlog) == cfg.host_pages + host_reads
-    # the loads on theirs: one 4-byte beat per access; four bins read and written back per
-    # command, two (the placement pair) per initial item plus two for the repeated key
+    # the loads on theirs: one 8-byte beat (load | fill) per access; four bins read and written
+    # back per command, two (the placement pair) per initial item plus two for the repeated key,
+    # one per page built
     llog = run.hbm_log["hbm_loads"]
-    assert {t[3] for t in llog} == {4} and all(t[2] < 4 * cfg.bins for t in llog)
-    per_item = 2 * len(items) + 2
+    assert {t[3] for t in llog} == {8} and all(t[2] < 8 * cfg.bins for t in llog)
+    per_item = 2 * len(items) + 2 + cfg.host_pages
     assert sum(t[1] == "R" for t in llog) == sum(t[1] == "W" for t in llog) == 4 * len(cmds) + per_item
+    # the bin blocks on theirs: whole aligned blocks, fetched and written back for both bins of
+    # every command, every page built and the repeated key; one-slot appends for the rest
+    bp = unit.blocks_port
+    blog = run.hbm_log["hbm_blocks"]
+    block = cfg.bin_block * bp.slot_bytes
+    bursts = [t for t in blog if t[3] == block]
+    puts = [t for t in blog if t[3] == bp.slot_bytes]
+    assert len(bursts) + len(puts) == len(blog) and all(t[2] % bp.block_stride == 0 for t in bursts)
+    fetched = 2 * len(cmds) + cfg.host_pages + 1
+    assert sum(t[1] == "R" for t in bursts) == sum(t[1] == "W" for t in bursts) == fetched
+    assert all(t[1] == "W" for t in puts) and len(items) <= len(puts) < len(items) + len(cmds)
 
     # address channels stalled too: the slave can delay transactions, never reorder or advance them
     run = run_rtl_axi(cfg, keys, items, cmds[:40], axi_build, slave_seed=4, p_addr_stall=0.3, p_w_stall=0.5,

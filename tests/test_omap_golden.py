@@ -215,12 +215,14 @@ def test_long_churn_stays_within_bounds():
     assert m.halted is None
     assert m.peak_page_load <= cfg.p_cap
     assert m.peak_queued <= cfg.queue_items and m.peak_hbm_items <= cfg.hbm_items
+    assert m.peak_block_fill < cfg.bin_block  # a bin's HBM block never came close to full
+    assert all(m.block_fill(b) == (m.loads[b] if b < m.K else len(m.queues.get(b, ()))) for b in range(m.B))
     # the spec's footprint: about a quarter of the items in HBM, below (alpha + 1/12) N
     assert m.peak_hbm_items <= cfg.hbm_items
     assert sum(m.loads) == len(m.index)
 
 
-@pytest.mark.parametrize("limits", [dict(queue_items=2, hbm_items=64), dict(hbm_items=3)])
+@pytest.mark.parametrize("limits", [dict(queue_items=2, hbm_items=64), dict(hbm_items=3), dict(bin_block=2)])
 def test_capacity_exhaustion_fails_closed(limits):
     cfg = OmapConfig(n=64, c=8, value_bytes=4, **limits)
     m = OmapModel(cfg, keys=KEYS, crypto=False)
@@ -234,6 +236,23 @@ def test_capacity_exhaustion_fails_closed(limits):
     n_log = len(m.host.log)
     for k in range(5):
         assert m.execute((Op.GET, k, None)) == Response(Status.FATAL_CAPACITY, bytes(4))
+    assert len(m.host.log) == n_log
+
+
+def test_full_bin_block_at_initialisation_fails_closed():
+    """More initial items than the bins' blocks hold: the overflowing items are dropped and the
+    pass ends with FATAL_CAPACITY (the host trace of the pass is unchanged); every command after
+    is answered fail-closed without memory traffic."""
+    cfg = OmapConfig(n=64, c=8, value_bytes=4, bin_block=3)  # 8 bins of 3 slots: 24 < 40 items
+    m = OmapModel(cfg, keys=KEYS, crypto=False)
+    ok = OmapModel(OmapConfig(n=64, c=8, value_bytes=4), keys=KEYS, crypto=False)
+    items = [(k, b"abcd") for k in range(40)]
+    assert m.initialise(items) == Status.FATAL_CAPACITY and ok.initialise(items) == Status.OK
+    # the same writes as a pass that fits (its pace differs only because its schedule has other windows)
+    assert [t[1:] for t in m.host.log] == [t[1:] for t in ok.host.log]
+    assert len(m.index) == sum(m.loads) <= cfg.bins * cfg.bin_block
+    n_log = len(m.host.log)
+    assert m.execute((Op.GET, 1, None)) == Response(Status.FATAL_CAPACITY, bytes(4))
     assert len(m.host.log) == n_log
 
 

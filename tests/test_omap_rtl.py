@@ -221,3 +221,37 @@ def test_client_verifies_itself_on_the_rtl(unit_build):
     assert c.get(1) == b"ab" and c.delete(2) and c.get(2) is None
     c.batch([(0, 3, None), (7, 0, None)])
     assert c.verify_rtl(unit_build)["rtl_matches_golden"]
+
+
+def test_unit_full_bin_block_fails_closed(tmp_path_factory):
+    """Tier 6 on the RTL with bins' HBM blocks of 3 slots (the item bounds out of the way): a
+    placement into a full block halts with FATAL_CAPACITY on the normal schedule, and an
+    initialisation with more items than the blocks hold drops the overflowing items and ends
+    fatal; the RTL matches the golden model in both (responses, cycles, host log and memory,
+    HBM state)."""
+    from celosia.sim.omap import OmapConfig, OmapModel, Status
+
+    from celosia.omap import compare_rtl, run_rtl
+
+    cfg = OmapConfig(**dict(UNIT_CFG, bin_block=3, hbm_items=32, queue_items=32))
+    keys = derive_keys(UNIT_SEED)
+    build = tmp_path_factory.mktemp("omap_block3")
+    items, cmds = churn_workload(2)
+    gold, expected = golden_run(cfg, keys, items, cmds)
+    fatal = [k for k, e in enumerate(expected) if e.status == Status.FATAL_CAPACITY]
+    assert fatal and gold.peak_hbm_items < cfg.hbm_items  # the block bound, not the item bound
+    assert gold.queries[fatal[0]].cycles == cfg.schedule.latency
+    run = run_rtl(cfg, keys, items, cmds, build, tag="command")
+    assert compare_rtl(gold, run, expected) == []
+    # 26 initial keys that fit the index (4 per bucket) but not 8 blocks of 3 slots
+    probe, per_bucket, keys_in = OmapModel(cfg, keys=keys), {}, []
+    for k in range(1, 500):
+        b = probe._bucket(k)
+        if per_bucket.get(b, 0) < cfg.bucket_width and len(keys_in) < 26:
+            per_bucket[b] = per_bucket.get(b, 0) + 1
+            keys_in.append(k)
+    items = [(k, k.to_bytes(2, "little")) for k in keys_in]
+    gold, expected = golden_run(cfg, keys, items, cmds[:3])
+    assert gold.halted == Status.FATAL_CAPACITY and len(gold.index) < len(items)
+    run = run_rtl(cfg, keys, items, cmds[:3], build, tag="init")
+    assert compare_rtl(gold, run, expected) == []
