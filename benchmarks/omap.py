@@ -6,7 +6,8 @@ one page slot, so a page read or write moves P_cap blocks. Latency is the comman
 count on the fixed schedule with the modelled memories (host 1 us round trip, HBM 100 ns,
 300 MHz). Peak HBM occupancy (items in HBM bins + eviction queues) is measured under a
 uniform workload and under churn (delete a random item, insert a new key; 3N/8 commands, at
-most 300,000, so that each page is visited several times).
+most 300,000, so that each page is visited several times), with the fullest bin block seen
+(the per-bin HBM block holds ``bin_block`` slots; reaching it would be fatal).
 
 Source: for N = 2^10 and 2^12 at alpha = 0.2 the generated RTL (``hw.omap``, Verilator through
 cocotb, 300 commands, full map), checked command by command against the golden model
@@ -150,6 +151,7 @@ def churn_peak(n: int, alpha: float, queries: int, seed: int = 2) -> dict:
             live.append(nxt)
             nxt += 1
     return {"peak_hbm_items_churn": m.peak_hbm_items, "peak_queued_churn": m.peak_queued,
+            "peak_block_fill_churn": m.peak_block_fill, "bin_block": m.cfg.bin_block,
             "halted_churn": m.halted is not None, "hbm_item_bound": m.cfg.hbm_items,
             "spec_hbm_bound": math.ceil(SPEC_HBM_BOUND_RATIO * n)}
 
@@ -189,7 +191,7 @@ def main() -> None:
     }
     emit("omap", cases, ["n", "alpha", "p_cap", "blocks_per_query_mean", "blocks_per_query_max", "blocks_expected",
                          "latency_cycles_max", "latency_us_max", "peak_hbm_items_uniform", "peak_hbm_items_churn",
-                         "hbm_item_bound", "path_oram", "recursive_path_oram", "avl_omap"], args.json, payload)
+                         "hbm_item_bound", "peak_block_fill_churn", "bin_block", "path_oram", "recursive_path_oram", "avl_omap"], args.json, payload)
 
 
 if __name__ == "__main__":
