@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (the sub-ports of BlockAxiSplit are built here; an unused BlockAxiSplit is reported where it is built)
 """The bin-block region of the oblivious map unit behind a block port: on chip or AXI4.
 
 Every bin ``b`` in ``[0, bins)`` owns a block of ``q`` slots in HBM (a slot is ``slot_w`` bits,
@@ -5,7 +7,7 @@ valid | key | value, opaque here): the whole value store of an HBM bin, the evic
 host page. A command fetches the blocks of its two bins (two fetches, in order), edits them on
 chip and writes both back whole; it may also append one slot to a third bin's block (a put).
 Initialisation appends single slots and fetches and writes back one block at a time. The unit
-reaches the region through a *block port* with two implementations of one interface:
+reaches the region through a *block port* with three implementations of one interface:
 
 :class:`BlockOnChip`
     a ``lib.memory`` array (simulation sizes; one slot per cycle each way).
@@ -13,8 +15,11 @@ reaches the region through a *block port* with two implementations of one interf
     an AXI4 master: a block is one INCR burst of ``q`` beats, one slot per beat (the data width
     is the slot rounded up to a power of two, at least 64), a put one single-beat burst, so the
     region can sit on its own HBM pseudo-channel.
+:class:`BlockAxiSplit`
+    two :class:`BlockAxi` masters, one for the HBM bins' blocks (the value store) and one for
+    the host pages' (the eviction queues): two HBM regions, each on its own pseudo-channel.
 
-Interface (both):
+Interface (all three):
 
 ``fetch``, ``fetch_bin``
     a one-cycle strobe requests the whole block of ``fetch_bin``. At most two fetches may be
@@ -42,7 +47,9 @@ is shown, or its first slot read) only while no write at all is pending, so it w
 write-backs and puts ahead of it to complete (the B response, on AXI). Writes among themselves
 are not ordered (the unit never has two in flight to the same slot). A write buffer is free
 again once its write is issued (every beat handed over), the cycle after; the unit sees that
-through ``idle``, or through a later fetch's last slot (which waited for every earlier write).
+through ``idle``, or through a later fetch's last slot (which waited for every earlier write;
+:class:`BlockAxiSplit` has a set of buffers per sub-port, and there a fetch waits only for the
+earlier writes of its own sub-port).
 
 HBM is unobservable in the threat model, so nothing here needs a fixed schedule; the unit's
 schedule only needs the round trips to fit in their windows.
@@ -64,7 +71,7 @@ from celosia.hw.omap_index import entry_slot_bits
 
 from celosia.errors import HardwareGenerationError
 
-__all__ = ["BlockAxi", "BlockOnChip"]
+__all__ = ["BlockAxi", "BlockAxiSplit", "BlockOnChip"]
 
 #: fetches that may be outstanding at once (the two blocks of a command)
 FETCH_DEPTH = 2
@@ -342,4 +349,176 @@ class BlockAxi(wiring.Component):
                 with m.Else():
                     m.d.sync += j.eq(j + 1)
         m.d.comb += self.idle.eq((n == 0) & (w_out == 0) & ~bufs.pending)
+        return m
+
+
+class BlockAxiSplit(wiring.Component):
+    """The bin-block region behind two AXI4 masters: the HBM bins' blocks on one, the host
+    pages' on the other (see the module docstring; the interface is the same as the other
+    ports').
+
+    Bins ``[0, split)`` are the HBM bins, whose block is the bin's value store; bins
+    ``[split, bins)`` are the host pages, whose block is the page's eviction queue. These are
+    two HBM regions, and each gets its own AXI4 master so it can sit on its own pseudo-channel:
+    two :class:`BlockAxi` sub-ports, ``values`` for bin ``b < split`` (local bin ``b``, on
+    ``axi_values``) and ``queues`` for bin ``b >= split`` (local bin ``b - split``, on
+    ``axi_queues``). With ``split = 0`` there are no HBM bins: only ``queues`` and
+    ``axi_queues`` exist.
+
+    Writes go straight to the sub-port of their bin: a put with its local bin, write-back
+    block ``j`` into buffer ``j`` of the sub-port of ``wb_bin{j}`` (both into one sub-port if
+    both bins are there). Each sub-port has its own buffers, and its own ``busy`` faults.
+
+    Fetches keep the request order on ``ent`` across the two sub-ports. A fetch goes to its
+    sub-port at once if no fetch is outstanding or the outstanding one targets the same
+    sub-port (which keeps the two in order). Otherwise it waits here, in one held-fetch
+    register, and goes to its sub-port the cycle after the other sub-port has delivered the
+    last slot of the fetch ahead of it (registered, so no path runs from one master's RVALID
+    to the other's ARVALID). So the two sub-ports never deliver at the same time, and ``ent``
+    is whichever one is delivering. The cost: when a command's two blocks are in different
+    regions, the second block's burst starts only after the first one is in, one HBM round trip
+    plus ``q`` beats (and a cycle) after the first; the unit's schedule budgets
+    ``2 x (latency + q)`` for the two blocks, so it fits. At most two fetches may be outstanding,
+    a held one included; a third raises ``fault`` and is dropped.
+
+    The ordering rule holds per sub-port, and a bin always lives in the same sub-port. A held
+    fetch also sees every write strobed before its own (original) strobe: those writes reached
+    its sub-port then, before the fetch does, and the sub-port holds a fetch behind its
+    unacknowledged writes. It waits only for its own sub-port's writes, though: a fetch's last
+    slot says nothing about the other sub-port's write buffers (the unit learns those are free
+    through ``idle``, or a later fetch in that sub-port).
+
+    ``idle`` is: no fetch held or outstanding, both sub-ports idle. ``fault`` is the sub-ports'
+    faults, a third outstanding fetch, a slot with no fetch outstanding or both sub-ports
+    delivering at once (an AXI slave answering reads it was not asked for). ``dbg_data`` is
+    zero.
+
+    Parameters
+    ----------
+    slot_w : int
+        Bits per slot (the data width of both masters, as in :class:`BlockAxi`).
+    q : int
+        Slots per block (1 to 256).
+    bins : int
+        Bins: HBM bins and host pages.
+    split : int
+        HBM bins (``0 <= split < bins``): bins below it are the value store's, the rest the
+        eviction queues'.
+    addr_width : int
+        AXI address width of both masters.
+    values_base, queues_base : int
+        Byte address of local bin 0's block on ``axi_values`` / ``axi_queues`` (each aligned to
+        ``block_stride``).
+    """
+
+    def __init__(self, slot_w: int, q: int, bins: int, split: int, addr_width: int = 64,
+                 values_base: int = 0, queues_base: int = 0):
+        _check(q, bins)
+        if not 0 <= split < bins:
+            raise HardwareGenerationError(
+                f"split={split} with bins={bins}: the HBM bins are [0, split) and the host pages "
+                f"[split, bins), so the split must lie in [0, {bins - 1}]",
+                hint="pass the number of HBM bins as split, and at least one host page")
+        self.slot_w, self.q, self.bins, self.split, self.addr_width = slot_w, q, bins, split, addr_width
+        self._subs = {}
+        if split:
+            self._subs["values"] = BlockAxi(slot_w, q, split, addr_width, values_base)
+        self._subs["queues"] = BlockAxi(slot_w, q, bins - split, addr_width, queues_base)
+        sig = axi4_signature(addr_width, self.data_width)
+        super().__init__({**_members(slot_w, q, bins), **{f"axi_{name}": Out(sig) for name in self._subs}})
+
+    @property
+    def sub_ports(self) -> dict:
+        """The sub-ports by name (``"values"`` only if ``split > 0``, ``"queues"``), in bin
+        order; each master is the member ``axi_<name>``, its layout the sub-port's."""
+        return dict(self._subs)
+
+    @property
+    def data_width(self) -> int:
+        """AXI data width of both masters: bits of a slot in HBM."""
+        return entry_slot_bits(self.slot_w)
+
+    @property
+    def slot_bytes(self) -> int:
+        """Bytes of a slot in HBM (one beat)."""
+        return self._subs["queues"].slot_bytes
+
+    @property
+    def block_stride(self) -> int:
+        """Bytes between the blocks of consecutive bins, in either region."""
+        return self._subs["queues"].block_stride
+
+    @property
+    def values_region_bytes(self) -> int:
+        """Bytes of the value store on ``axi_values`` (0 without HBM bins)."""
+        return self._subs["values"].region_bytes if self.split else 0
+
+    @property
+    def queues_region_bytes(self) -> int:
+        """Bytes of the eviction queues on ``axi_queues``."""
+        return self._subs["queues"].region_bytes
+
+    def elaborate(self, platform):
+        m = Module()
+        fault = Signal()
+        subs = []  # (sub-port, first global bin), in bin order
+        for name, port in self._subs.items():
+            m.submodules[name] = port
+            wiring.connect(m, port.axi, wiring.flipped(getattr(self, f"axi_{name}")))
+            subs.append((port, self.split if name == "queues" else 0))
+
+        def side(b):  # index into subs of bin b's sub-port
+            return b >= self.split if self.split else Const(0, 1)
+
+        # ---- ent: whichever sub-port delivers; the slot count finds each fetch's last slot ----
+        valid = [p.ent.valid for p, _ in subs]
+        payload = subs[-1][0].ent.payload
+        for p, _ in subs[:-1]:
+            payload = Mux(p.ent.valid, p.ent.payload, payload)
+        m.d.comb += [self.ent.valid.eq(Cat(*valid).any()), self.ent.payload.eq(payload), self.dbg_data.eq(0)]
+        beat = Signal(range(self.q), name="beat")
+        with m.If(self.ent.valid):
+            m.d.sync += beat.eq(Mux(beat == self.q - 1, 0, beat + 1))
+        done = self.ent.valid & (beat == self.q - 1)
+
+        # ---- fetches: outstanding ones (held one included) and their sub-ports, oldest first --
+        n, take = _fetch_count(m, self, done, fault)
+        s0, s1 = Signal(name="fetch0_side"), Signal(name="fetch1_side")
+        held, held_bin = Signal(), Signal.like(self.fetch_bin, name="held_bin")
+        new_side = side(self.fetch_bin)
+        with m.If(done):
+            m.d.sync += s0.eq(s1)
+        with m.If(take):
+            with m.If((n == 0) | ((n == 1) & done)):
+                m.d.sync += s0.eq(new_side)
+            with m.Else():
+                m.d.sync += s1.eq(new_side)
+        # the held fetch (always the younger one) goes once it is the only one outstanding, the
+        # cycle after the older one's last slot; or, if both are in one sub-port, at once (it
+        # was held only because it came in the cycle its predecessor was released)
+        release = held & ((n == 1) | (s0 == s1))
+        now = take & ((n == 0) | ((n == 1) & ~held & (new_side == s0)))
+        with m.If(release):
+            m.d.sync += held.eq(0)
+        with m.If(take & ~now):  # never over a held fetch that stays (n would be 2: no take)
+            m.d.sync += [held.eq(1), held_bin.eq(self.fetch_bin)]
+        fwd_bin = Mux(release, held_bin, self.fetch_bin)
+        # a held fetch sees the writes strobed before its own strobe: they went to its sub-port
+        # then (a bin's writes and fetches always go to the same one), before the fetch does,
+        # and the sub-port starts a fetch only once its earlier writes are acknowledged
+        both = valid[0] & valid[1] if len(valid) == 2 else Const(0, 1)
+        with m.If((self.ent.valid & (n == 0)) | both):  # a slave answering reads it was not asked for
+            m.d.sync += fault.eq(1)
+
+        # ---- each sub-port gets the strobes of its bins, with local bin indices ---------------
+        for k, (p, lo) in enumerate(subs):
+            m.d.comb += [
+                p.fetch.eq((release | now) & (side(fwd_bin) == k)), p.fetch_bin.eq(fwd_bin - lo),
+                p.wb.eq(Cat(self.wb[0] & (side(self.wb_bin0) == k), self.wb[1] & (side(self.wb_bin1) == k))),
+                p.wb_bin0.eq(self.wb_bin0 - lo), p.wb_bin1.eq(self.wb_bin1 - lo),
+                p.wb_data0.eq(self.wb_data0), p.wb_data1.eq(self.wb_data1),
+                p.put.eq(self.put & (side(self.put_bin) == k)), p.put_bin.eq(self.put_bin - lo),
+                p.put_pos.eq(self.put_pos), p.put_data.eq(self.put_data), p.ent.ready.eq(1)]
+        m.d.comb += [self.idle.eq((n == 0) & Cat(*(p.idle for p, _ in subs)).all()),
+                     self.fault.eq(fault | Cat(*(p.fault for p, _ in subs)).any())]
         return m
