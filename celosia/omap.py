@@ -351,8 +351,9 @@ def run_rtl_axi(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, data
     vp, lp = top.unit.versions_port, top.unit.loads_port
     params.update({"host_latency": cfg.timing.host_latency, "data_bytes": data_width // 8, "seed": slave_seed,
                    "hbm_latency": cfg.timing.hbm_latency,
-                   "hbm": [["hbm_index", ix.region_bytes, ix.slot_bytes], ["hbm_blocks", bp.region_bytes, bp.slot_bytes],
-                           ["hbm_versions", vp.region_bytes, 8], ["hbm_loads", lp.region_bytes, 8]],
+                   "hbm": [["hbm_index", ix.region_bytes, ix.slot_bytes], ["hbm_versions", vp.region_bytes, 8],
+                           ["hbm_loads", lp.region_bytes, 8]]
+                   + [[f"hbm_{sub}", p.region_bytes, p.slot_bytes] for sub, p in bp.sub_ports.items()],
                    "p_addr_stall": p_addr_stall, "p_w_stall": p_w_stall, "p_r_gap": p_r_gap,
                    "key_words": key_words(load_keys or keys)})
     pfile.write_text(json.dumps(params))
@@ -360,10 +361,15 @@ def run_rtl_axi(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, data
                params={"unit_file": str(pfile)})
     raw = json.loads(out.read_text())
     # every region lives in its slave's memory (HBM), not behind the debug port
-    blocks = bytes.fromhex(raw["hbm_mem"]["hbm_blocks"])
-    raw["dumps"][str(DBG["blocks"])] = [
-        int.from_bytes(blocks[b * bp.block_stride + k * bp.slot_bytes:][:bp.slot_bytes], "little")
-        & ((1 << top.unit.slot_w) - 1) for b in range(cfg.bins) for k in range(cfg.bin_block)]
+    mems = {sub: bytes.fromhex(raw["hbm_mem"][f"hbm_{sub}"]) for sub in bp.sub_ports}
+    K = cfg.hbm_bins
+
+    def block_slot(b, k):  # HBM bins' blocks in the value store, the pages' in the queue region
+        mem, local = (mems["values"], b) if b < K else (mems["queues"], b - K)
+        a = local * bp.block_stride + k * bp.slot_bytes
+        return int.from_bytes(mem[a:a + bp.slot_bytes], "little") & ((1 << top.unit.slot_w) - 1)
+
+    raw["dumps"][str(DBG["blocks"])] = [block_slot(b, k) for b in range(cfg.bins) for k in range(cfg.bin_block)]
     for name, sb, width in (("index", ix.slot_bytes, ix.entry_w), ("versions", 8, 64), ("loads", 8, 64)):
         mem = bytes.fromhex(raw["hbm_mem"][f"hbm_{name}"])
         raw["dumps"][str(DBG[name])] = [int.from_bytes(mem[a:a + sb], "little") & ((1 << width) - 1)
@@ -457,16 +463,19 @@ def _write_rtl(cfg: OmapConfig, seed: int, folder, say, axi_width: int, constant
                           f"{u.loads_port.region_bytes} bytes")
     ports["hbm_index"] = (f"AXI4 master, {u.index_port.data_width}-bit data: one burst of {cfg.bucket_width} beats "
                           f"per bucket, {u.index_port.region_bytes} bytes")
-    ports["hbm_blocks"] = (f"AXI4 master, {u.blocks_port.data_width}-bit data: one burst of {cfg.bin_block} beats "
-                           f"per bin block, one beat per append, {u.blocks_port.region_bytes} bytes")
+    for sub, what in (("values", "value store: the HBM bins' blocks"), ("queues", "eviction queues: the pages' blocks")):
+        if sub in u.blocks_port.sub_ports:
+            ports[f"hbm_{sub}"] = (f"AXI4 master, {u.blocks_port.data_width}-bit data, {what}: one burst of "
+                                   f"{cfg.bin_block} beats per block, one beat per append, "
+                                   f"{u.blocks_port.sub_ports[sub].region_bytes} bytes")
     ports["hbm_versions"] = f"AXI4 master, 64-bit data: one beat per page version, {u.versions_port.region_bytes} bytes"
     if not constant_keys:
         ports["key"] = f"{KEY_WORDS} x 64-bit beats after reset: rng | enc | mac | index (celosia.hw.omap.key_words)"
     info = {"verilog": "omap_unit.v", "top": "omap_unit", "ports": ports, "axi_data_width": axi_width,
             "keys": f"constant, derived from key_seed {seed}" if constant_keys else "key port (none in the bitstream)",
             "latency_cycles": s.latency, "init_cycles": cfg.n * s.ingest + cfg.host_pages * s.init_page + 1}
-    note = ("host memory and every HBM region (key index, bin blocks, bin loads and fills, page versions) "
-            "through AXI4 masters"
+    note = ("host memory and every HBM region (key index, value store, eviction queues, bin loads and fills, "
+            "page versions) through AXI4 masters of their own"
             + ("; keys are elaboration-time constants (evaluation only)" if constant_keys else ""))
     return info, note
 

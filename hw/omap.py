@@ -25,10 +25,11 @@ Interfaces (host memory through a page-wide request/response pair here; the depl
 ``key`` (in stream, only with ``keys=None``)
     ``KEY_WORDS`` 64-bit beats after reset (:func:`key_words`); refused once loaded (ready
     low), never readable; no command is accepted before. ``keys_loaded`` shows the state.
-``hbm_index``, ``hbm_blocks``, ``hbm_loads``, ``hbm_versions`` (AXI4 masters, the regions
-named in ``hbm_axi``)
+``hbm_index``, ``hbm_values``, ``hbm_queues``, ``hbm_loads``, ``hbm_versions`` (AXI4 masters,
+the regions named in ``hbm_axi``)
     one HBM pseudo-channel per region: the key index (one INCR burst per bucket,
-    :mod:`celosia.hw.omap_index`), the bin blocks (one burst per block, single-slot appends,
+    :mod:`celosia.hw.omap_index`), the value store (the HBM bins' blocks) and the eviction
+    queues (the host pages' blocks; one burst per block, single-slot appends,
     :mod:`celosia.hw.omap_blocks`), the bin loads and block fills, the page versions (one beat
     per word, :mod:`celosia.hw.omap_words`).
 ``dbg_sel``/``dbg_addr``/``dbg_data``
@@ -52,7 +53,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from celosia.hw.omap_crypto import ChaCha20Core, PairSampler, SipHash24Core
-from celosia.hw.omap_blocks import BlockAxi, BlockOnChip
+from celosia.hw.omap_blocks import BlockAxiSplit, BlockOnChip
 from celosia.hw.omap_index import IndexAxi, IndexOnChip
 from celosia.hw.omap_words import WordAxi, WordOnChip
 from celosia.sim.omap import OmapConfig, Status
@@ -150,8 +151,9 @@ class OmapUnit(wiring.Component):
     hbm_axi : iterable of str
         Regions behind their own AXI4 master (an HBM pseudo-channel each), out of
         ``HBM_AXI_REGIONS``: ``"index"`` (port ``hbm_index``, one burst per bucket,
-        :class:`~celosia.hw.omap_index.IndexAxi`), ``"blocks"`` (port ``hbm_blocks``, one burst
-        per bin block, :class:`~celosia.hw.omap_blocks.BlockAxi`), ``"versions"`` (port
+        :class:`~celosia.hw.omap_index.IndexAxi`), ``"blocks"`` (ports ``hbm_values`` for the
+        HBM bins' blocks and ``hbm_queues`` for the pages', one burst per bin block,
+        :class:`~celosia.hw.omap_blocks.BlockAxiSplit`), ``"versions"`` (port
         ``hbm_versions``) and ``"loads"`` (port ``hbm_loads``, load and block fill of each bin),
         one beat per access (:class:`~celosia.hw.omap_words.WordAxi`). The others are on-chip
         memories behind the same ports.
@@ -183,15 +185,13 @@ class OmapUnit(wiring.Component):
         self.index_port = IndexAxi(*idx_args) if "index" in self.hbm_axi else IndexOnChip(*idx_args)
         M, B = cfg.host_pages, cfg.bins
         blk_args = (self.slot_w, self.Q, B)
-        self.blocks_port = BlockAxi(*blk_args) if "blocks" in self.hbm_axi else BlockOnChip(*blk_args)
+        # in HBM the HBM bins' blocks (value store) and the pages' (eviction queues) are two regions
+        self.blocks_port = (BlockAxiSplit(*blk_args, split=cfg.hbm_bins) if "blocks" in self.hbm_axi
+                            else BlockOnChip(*blk_args))
         self.versions_port = WordAxi(M, 64) if "versions" in self.hbm_axi else WordOnChip(M, 64)
         # a bin's word: load (low 32 bits) | block fill (high 32 bits)
         self.loads_port = WordAxi(B, 64, depth=4) if "loads" in self.hbm_axi else WordOnChip(B, 64)
-        members = {}
-        for region, port in (("index", self.index_port), ("blocks", self.blocks_port),
-                             ("versions", self.versions_port), ("loads", self.loads_port)):
-            if region in self.hbm_axi:
-                members[f"hbm_{region}"] = Out(port.signature.members["axi"].signature)
+        members = {name: Out(getattr(port, attr).signature) for name, port, attr in self.hbm_masters()}
         if keys is None:
             # provisioning: KEY_WORDS 64-bit beats, accepted only until all are in (then
             # refused, ready low); the key registers have no path to any output
@@ -211,6 +211,20 @@ class OmapUnit(wiring.Component):
             "dbg_addr": In(32),
             "dbg_data": Out(self.dbg_w),
         })
+
+    def hbm_masters(self):
+        """The unit's HBM AXI4 masters as ``(member name, port component, its AXI member)``: one
+        per region in ``hbm_axi``, the bin blocks as two (value store, eviction queues)."""
+        out = []
+        for region, port in (("index", self.index_port), ("blocks", self.blocks_port),
+                             ("versions", self.versions_port), ("loads", self.loads_port)):
+            if region not in self.hbm_axi:
+                continue
+            if region == "blocks":
+                out += [(f"hbm_{sub}", port, f"axi_{sub}") for sub in port.sub_ports]
+            else:
+                out.append((f"hbm_{region}", port, "axi"))
+        return out
 
     def fields(self):
         """Bit layout of the dumped regions (for the testbench)."""
@@ -234,9 +248,9 @@ class OmapUnit(wiring.Component):
         m.submodules.blocks = bp = self.blocks_port
         m.submodules.versions = vp = self.versions_port
         m.submodules.loads = lp = self.loads_port
-        for region, port in (("index", ix), ("blocks", bp), ("versions", vp), ("loads", lp)):
-            if region in self.hbm_axi:
-                wiring.connect(m, port.axi, wiring.flipped(getattr(self, f"hbm_{region}")))
+        for name, port, attr in self.hbm_masters():
+            wiring.connect(m, getattr(port, attr), wiring.flipped(getattr(self, name)))
+        for port in (ix, bp, vp, lp):
             m.d.comb += port.dbg_addr.eq(self.dbg_addr)
         m.d.comb += self.hbm_fault.eq(ix.fault | bp.fault | vp.fault | lp.fault)
         bkt = Array(Signal(self.entry_w, name=f"bkt{k}") for k in range(W))

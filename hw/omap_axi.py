@@ -232,8 +232,9 @@ class OmapUnitAxi(wiring.Component):
         AXI address width.
     hbm_axi : iterable of str
         HBM-side regions behind their own AXI4 master (default all of
-        :data:`~celosia.hw.omap.HBM_AXI_REGIONS`: ports ``hbm_index``, ``hbm_blocks``,
-        ``hbm_versions`` and ``hbm_loads``); the others stay on chip (simulation sizes only).
+        :data:`~celosia.hw.omap.HBM_AXI_REGIONS`: ports ``hbm_index``, ``hbm_values``,
+        ``hbm_queues``, ``hbm_versions`` and ``hbm_loads``); the others stay on chip (simulation
+        sizes only).
 
     Ports
     -----
@@ -241,10 +242,11 @@ class OmapUnitAxi(wiring.Component):
         As :class:`~celosia.hw.omap.OmapUnit` (``key``/``keys_loaded`` only with ``keys=None``).
     host : Out(axi4_signature)
         AXI4 master to host memory: one INCR burst of one page per transaction.
-    hbm_index, hbm_blocks, hbm_versions, hbm_loads : Out(axi4_signature)
+    hbm_index, hbm_values, hbm_queues, hbm_versions, hbm_loads : Out(axi4_signature)
         AXI4 masters to the index region (one burst per bucket,
-        :class:`~celosia.hw.omap_index.IndexAxi`), the bin blocks (one burst per block, one
-        beat per append, :class:`~celosia.hw.omap_blocks.BlockAxi`), the page versions and the
+        :class:`~celosia.hw.omap_index.IndexAxi`), the value store and the eviction queues (the
+        HBM bins' and the pages' blocks: one burst per block, one beat per append,
+        :class:`~celosia.hw.omap_blocks.BlockAxiSplit`), the page versions and the
         bin loads and fills (one beat per access, :class:`~celosia.hw.omap_words.WordAxi`), each
         for its own HBM pseudo-channel.
     host_fault : Out(1)

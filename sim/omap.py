@@ -336,10 +336,11 @@ class Schedule(NamedTuple):
         ks_start = read1 + t.hbm_latency + 6
         data_end = max(read2 + t.host_latency + pb, ks_start + 2 * ks_blocks * chacha + 4)
         # both bins' blocks (2q slots) are fetched with the versions, once the previous
-        # command's block write-backs (issued before its response) are acknowledged
+        # command's block write-backs (issued before its response) are acknowledged; a block
+        # of the other region (value store / eviction queues) starts after the first has arrived
         q = cfg.bin_block
         prev_writes = 2 * q + t.hbm_latency + 4
-        blocks = max(read1, prev_writes) + t.hbm_latency + 2 * q + 8
+        blocks = max(read1, prev_writes) + 2 * (t.hbm_latency + q) + 8
         verify = max(data_end + mac + 4, blocks)  # both MACs in parallel, then compare and decrypt
         # take + flush of both pages, then encrypt (keystream of the next version precomputed
         # during the read wait) and MAC the new ciphertext: the tag closes the page.

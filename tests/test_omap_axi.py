@@ -76,10 +76,13 @@ def test_axi_top_matches_golden_model(axi_build):
     assert {t[3] for t in llog} == {8} and all(t[2] < 8 * cfg.bins for t in llog)
     per_item = 2 * len(items) + 2 + cfg.host_pages
     assert sum(t[1] == "R" for t in llog) == sum(t[1] == "W" for t in llog) == 4 * len(cmds) + per_item
-    # the bin blocks on theirs: whole aligned blocks, fetched and written back for both bins of
-    # every command, every page built and the repeated key; one-slot appends for the rest
+    # the bin blocks on theirs (value store: HBM bins, eviction queues: pages): whole aligned
+    # blocks, fetched and written back for both bins of every command, every page built and the
+    # repeated key; one-slot appends for the rest
     bp = unit.blocks_port
-    blog = run.hbm_log["hbm_blocks"]
+    assert set(bp.sub_ports) == {"values", "queues"}
+    blog = run.hbm_log["hbm_values"] + run.hbm_log["hbm_queues"]
+    assert all(t[2] < bp.sub_ports["values"].region_bytes for t in run.hbm_log["hbm_values"])
     block = cfg.bin_block * bp.slot_bytes
     bursts = [t for t in blog if t[3] == block]
     puts = [t for t in blog if t[3] == bp.slot_bytes]
