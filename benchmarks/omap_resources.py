@@ -37,7 +37,7 @@ def cell_totals(cells: dict[str, int]) -> dict[str, int]:
         return sum(v for k, v in cells.items() if k.startswith(prefixes))
 
     return {"lut": total(("LUT",)), "lutram": total(("RAM32", "RAM64", "RAM128", "RAM256", "SRL")),
-            "ff": total(("FD",)), "carry8": total(("CARRY",)), "dsp": total(("DSP",)),
+            "ff": total(("FD",)), "carry": total(("CARRY",)), "dsp": total(("DSP",)),
             "bram36": cells.get("RAMB36E2", 0) + cells.get("RAMB18E2", 0) / 2, "muxf": total(("MUXF",))}
 
 
@@ -65,7 +65,7 @@ def main() -> None:
                "notes": "yosys synth_xilinx -family xcup cell counts (pre-Vivado estimate, no Fmax); "
                         "AXI top with key port, index / value store / eviction queues / loads / versions "
                         "on AXI4 masters, 512-bit host AXI"}
-    emit("omap_resources", [row], ["n", "lut", "ff", "carry8", "lutram", "dsp", "bram36", "lut_pct_u55c",
+    emit("omap_resources", [row], ["n", "lut", "ff", "carry", "lutram", "dsp", "bram36", "lut_pct_u55c",
                                    "ff_pct_u55c", "synth_seconds"], args.json, payload)
 
 

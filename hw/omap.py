@@ -52,8 +52,8 @@ from __future__ import annotations
 from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from celosia.hw.omap_crypto import ChaCha20Core, PairSampler, SipHash24Core
 from celosia.hw.omap_blocks import BlockAxiSplit, BlockOnChip
+from celosia.hw.omap_crypto import ChaCha20Core, PairSampler, SipHash24Core
 from celosia.hw.omap_index import IndexAxi, IndexOnChip
 from celosia.hw.omap_words import WordAxi, WordOnChip
 from celosia.sim.omap import OmapConfig, Status
