@@ -460,12 +460,18 @@ class OmapUnit(wiring.Component):
         page_i = Signal(range(M + 1))
         init_write = Signal()
         m.d.comb += [self.halted.eq(halted), self.host_rdata.ready.eq(1)]
-        with m.If(vp.rdata.valid):
-            with m.If((vgot == 0) & host[0]):
-                m.d.sync += ver[0].eq(vp.rdata.payload)
-            with m.Else():
-                m.d.sync += ver[1].eq(vp.rdata.payload)
-            m.d.sync += vgot.eq(vgot + 1)
+
+        def catch_pair(answer, got, regs):
+            """Answers for the pair's host pages, in request order (page 0's first if it is a host
+            page), caught whatever state the FSM is in; ``got`` counts them."""
+            with m.If(answer.valid):
+                with m.If((got == 0) & host[0]):
+                    m.d.sync += regs[0].eq(answer.payload)
+                with m.Else():
+                    m.d.sync += regs[1].eq(answer.payload)
+                m.d.sync += got.eq(got + 1)
+
+        catch_pair(vp.rdata, vgot, ver)
 
         def page_m(x):
             return _u((x - K)[:len(x)], 32)
@@ -531,12 +537,7 @@ class OmapUnit(wiring.Component):
         with m.If(init_write):
             m.d.comb += [self.host_req.valid.eq(1), req_w.eq(1), req_l.eq(cfg.page_bytes), req_d.eq(out[0]),
                          req_a.eq(cfg.host_base + page_i * cfg.page_bytes)]
-        with m.If(self.host_rdata.valid):
-            with m.If((rd_n == 0) & host[0]):
-                m.d.sync += pg[0].eq(self.host_rdata.payload)
-            with m.Else():
-                m.d.sync += pg[1].eq(self.host_rdata.payload)
-            m.d.sync += rd_n.eq(rd_n + 1)
+        catch_pair(self.host_rdata, rd_n, pg)
         late = (active & (((t == s.read1) & ~pair_ok) | ((t == s.write1) & ~built & integrity_ok)
                           | ((t == s.respond) & ~responded)))
         with m.If(late):
