@@ -19,7 +19,7 @@ import numpy as np
 
 from celosia.errors import GraphError
 from celosia.ir.graph import Graph, Op
-from celosia.ir.ops import infer_type
+from celosia.ir.registry import infer_type
 from celosia.ir.verify import verify
 
 __all__ = ["Tensor", "GraphBuilder"]
@@ -61,6 +61,10 @@ class GraphBuilder:
         if not isinstance(t, Tensor) or t.name not in self._graph:
             raise GraphError(f"{t!r} is not a tensor of graph '{self._graph.name}'")
         return t.name
+
+    def op(self, kind: str, *inputs: Tensor, name: str | None = None, **attrs) -> Tensor:
+        """Any registered op kind (:mod:`celosia.ir.ops`) applied to tensors, with attributes."""
+        return self._add(kind, tuple(self._check(t) for t in inputs), name, **attrs)
 
     def input(self, name: str, shape: tuple[int, ...]) -> Tensor:
         """Declare a model input of a static shape."""

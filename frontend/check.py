@@ -20,10 +20,10 @@ __all__ = ["CheckReport", "check_model", "resolve_model", "hardware_ops"]
 
 
 def hardware_ops() -> frozenset[str]:
-    """Op kinds the scheduler maps onto generated units today."""
-    from celosia.ir import schedule
+    """Op kinds a generated unit runs today (those with a hardware binding in the registry)."""
+    from celosia.ir.registry import registered
 
-    return frozenset(getattr(schedule, "_SCHEDULABLE", {"Input", "Const", "Linear", "Output"}))
+    return frozenset(kind for kind, d in registered().items() if d.hw is not None)
 
 
 @dataclass
@@ -94,19 +94,19 @@ def resolve_model(model, example_inputs=None, *, batch: int = 1) -> tuple[str, G
 
 def check_model(model, example_inputs=None, *, batch: int = 1) -> CheckReport:
     """List every node of ``model`` Celosia cannot compile (see the module docstring)."""
-    from celosia.ir.passes import canonicalize, fold_layout, fuse_epilogues, infer_shapes
+    from celosia.ir.pipeline import lower_float
+    from celosia.ir.registry import op_def
 
     try:
         name, graph = resolve_model(model, example_inputs, batch=batch)
     except UnsupportedOpsError as exc:
         name = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
         return CheckReport(name, list(exc.items))
-    lowered = fuse_epilogues(canonicalize(fold_layout(infer_shapes(graph))))
-    allowed = hardware_ops()
+    lowered = lower_float(graph)
     items = [
         Unsupported(op.name, op.kind, f"{op.kind} has no hardware unit yet",
                     "it runs in the bit-exact golden simulator; the scheduler maps Linear (+ fused ReLU/GELU/residual)",
                     stage="hardware")
-        for op in lowered if op.kind not in allowed
+        for op in lowered if op_def(op).hw is None
     ]
     return CheckReport(name, items, graph)

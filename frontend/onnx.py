@@ -43,7 +43,7 @@ from celosia.errors import CelosiaError, GraphError
 from celosia.frontend.builder import GraphBuilder, Tensor
 from celosia.frontend.support import Unsupported, UnsupportedOpsError
 from celosia.ir.graph import Graph
-from celosia.ir.passes import fold_bias_add, fold_layout, fuse_attention, prune
+from celosia.ir.pipeline import tidy
 
 __all__ = ["load", "check", "read", "SUPPORTED_ONNX", "MIN_OPSET"]
 
@@ -156,7 +156,7 @@ class _Importer:
         for vo in g.output:
             out = _safe(vo.name)
             self.b.output(self.t(self.v(vo.name)), out if out not in self.b._graph else f"{out}.out")
-        return fuse_attention(fold_bias_add(fold_layout(prune(self.b.build()))))
+        return tidy(self.b.build())
 
     def _node(self, node):
         from onnx import helper

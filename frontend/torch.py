@@ -47,7 +47,7 @@ from celosia.errors import CelosiaError, GraphError
 from celosia.frontend.builder import GraphBuilder, Tensor
 from celosia.frontend.support import Unsupported, UnsupportedOpsError
 from celosia.ir.graph import Graph
-from celosia.ir.passes import fold_layout, prune
+from celosia.ir.pipeline import tidy
 
 __all__ = ["load", "check", "SUPPORTED_ATEN"]
 
@@ -195,7 +195,7 @@ class _Importer:
                 outs = node.args[0] if isinstance(node.args[0], (list, tuple)) else (node.args[0],)
                 for i, o in enumerate(outs):
                     self.b.output(self.t(self.v(o)), "output" if len(outs) == 1 else f"output{i}")
-        return fold_layout(prune(self.b.build()))
+        return tidy(self.b.build())
 
     def _placeholder(self, node) -> None:
         if node.name in self.params:

@@ -1,32 +1,31 @@
-"""The op set of the IR: arity and shape rules per op kind.
+"""The op set of the IR: every op declared once, in the registry (:mod:`celosia.ir.registry`).
 
-Float and integer semantics live in :mod:`celosia.sim.golden`; the arithmetic of
-the quantized ops in :mod:`celosia.ir.numerics`. Adding an op means adding an
-:class:`OpSpec` here and its semantics there.
+Each declaration below gives an op's arity and shape rule, float semantics, bit-exact integer
+semantics, quantization rule and, when a generated unit runs it, its hardware binding
+(:mod:`celosia.ir.binding`). The arithmetic lives in :mod:`celosia.ir.numerics` and in one module
+per op family (:mod:`celosia.ir.attention`, :mod:`celosia.ir.softmax`, :mod:`celosia.ir.norm`,
+:mod:`celosia.ir.gelu`, :mod:`celosia.ir.silu`, :mod:`celosia.ir.moe`,
+:mod:`celosia.ir.elementwise`, :mod:`celosia.ir.layout`). docs/adding_an_op.md is the recipe for a
+new op.
 
 Ops
 ---
 Input   ()            attrs: shape
 Const   ()            attrs: value (numpy array)
 Linear  (x, w[, b])   y = x @ w.T + b; w is (out, in) like PyTorch and ONNX Gemm(transB=1).
-                      After ``fuse_epilogues``: attrs activation ("relu" or None) and an
+                      After ``fuse_epilogues``: attrs activation ("relu", "gelu" or None) and an
                       optional 4th operand, a residual added before the activation.
 ReLU    (x)
 Add     (a, b)        same shapes, no broadcasting
 Softmax (x)           over the last axis
-GELU    (x)           erf form, x * Phi(x)
+GELU    (x)           erf form, x * Phi(x); attrs approximate: "none" (default) or "tanh" (float
+                      semantics of the tanh form; the integer unit computes the erf form)
 LayerNorm (x, gamma, beta)   over the last axis; attrs eps
 RMSNorm (x, gamma)    over the last axis; attrs eps
 Output  (x)
-
-Transformer and MoE ops (semantics: :mod:`celosia.ir.attention`, :mod:`celosia.ir.moe`,
-:mod:`celosia.ir.silu`, :mod:`celosia.ir.elementwise`, :mod:`celosia.ir.layout`):
-
 MatMul  (a, b)        batched a @ b, numpy matmul broadcasting of leading dims
 Mul     (a, b)        elementwise product, numpy broadcasting
 SiLU    (x)           x * sigmoid(x)
-GELU    attrs approximate: "none" (default, erf form) or "tanh" (float semantics of the
-                      tanh form; the integer unit computes the erf form, see sim.golden)
 Embedding (ids, table)  table[ids]; ids integral, table (vocab, dim)
 Attention (q, k, v[, mask])  multi-head softmax(scale q k^T) v; attrs heads, kv_heads
                       (packed (B, T, H*E) layout), causal, scale; mask (B, Tk) 1 = attend
@@ -36,34 +35,36 @@ Reshape (x)           attrs shape (static, no -1); no compute
 Transpose (x)         attrs perm; no compute
 Slice   (x)           attrs axis, start, stop; no compute
 Concat  (x0, x1, ...) attrs axis
+Mean    (x)           mean over attrs axis (keepdims, default False): mean pooling over tokens
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 
 from celosia.errors import GraphError
-from celosia.ir.graph import Op
+from celosia.ir import numerics as nx_
+from celosia.ir.attention import (attention_float, attention_int, attention_scores_float, attention_shapes,
+                                  prob_format)
+from celosia.ir.binding import HOST_BINDING, LINEAR_BINDING
+from celosia.ir.elementwise import embedding_float, embedding_int, matmul_int, mul_int
+from celosia.ir.gelu import gelu_float, gelu_int
+from celosia.ir.graph import Graph, Op
+from celosia.ir.layout import concat_int, layout_apply
+from celosia.ir.moe import moe_float, moe_int, moe_shapes
+from celosia.ir.norm import layernorm_int, rmsnorm_int
+from celosia.ir.perchannel import linear_int_per_channel
+from celosia.ir.reduce import mean_float, mean_int
+from celosia.ir.quantize import QuantContext, linear_format, moe_formats, quantize_const
+from celosia.ir.registry import OpDef, register
+from celosia.ir.silu import silu_float, silu_int
+from celosia.ir.softmax import softmax_int
 from celosia.ir.types import TensorType
 
-__all__ = ["OpSpec", "OP_SPECS", "LAYOUT_OPS", "spec_of", "infer_type"]
-
-#: Ops that move data without computing (resolved to addressing by the scheduler).
-LAYOUT_OPS = ("Reshape", "Transpose", "Slice", "Concat")
+__all__ = ["linear_params", "linear_preactivation_float"]
 
 
-@dataclass(frozen=True)
-class OpSpec:
-    """Static rules of one op kind."""
-
-    kind: str
-    min_inputs: int
-    max_inputs: int
-    infer: Callable[[Op, list[TensorType]], tuple[int, ...]]
-
+# ---- shape rules ---------------------------------------------------------------------------------
 
 def _shape_attr(op: Op, _: list[TensorType]) -> tuple[int, ...]:
     shape = tuple(op.attrs.get("shape", ()))
@@ -169,18 +170,6 @@ def _embedding(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
     return ins[0].shape + (ins[1].shape[1],)
 
 
-def _attention(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
-    from celosia.ir.attention import attention_shapes
-
-    return attention_shapes(op.name, [t.shape for t in ins], op.attrs)
-
-
-def _moe(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
-    from celosia.ir.moe import moe_shapes
-
-    return moe_shapes(op.name, [t.shape for t in ins], op.attrs)
-
-
 def _reshape(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
     shape = tuple(int(d) for d in op.attrs.get("shape", ()))
     if any(d <= 0 for d in shape) or int(np.prod(shape)) != ins[0].size:
@@ -223,50 +212,279 @@ def _concat(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
     return first[:axis] + (sum(t.shape[axis] for t in ins),) + first[axis + 1:]
 
 
-OP_SPECS: dict[str, OpSpec] = {
-    spec.kind: spec
-    for spec in [
-        OpSpec("Input", 0, 0, _shape_attr),
-        OpSpec("Const", 0, 0, _const),
-        OpSpec("Linear", 2, 4, _linear),
-        OpSpec("ReLU", 1, 1, _same),
-        OpSpec("Add", 2, 2, _add),
-        OpSpec("Softmax", 1, 1, _same),
-        OpSpec("GELU", 1, 1, _gelu),
-        OpSpec("LayerNorm", 3, 3, _norm),
-        OpSpec("RMSNorm", 2, 2, _norm),
-        OpSpec("Output", 1, 1, _same),
-        OpSpec("MatMul", 2, 2, _matmul),
-        OpSpec("Mul", 2, 2, _broadcast),
-        OpSpec("SiLU", 1, 1, _same),
-        OpSpec("Embedding", 2, 2, _embedding),
-        OpSpec("Attention", 3, 4, _attention),
-        OpSpec("MoE", 7, 7, _moe),
-        OpSpec("Reshape", 1, 1, _reshape),
-        OpSpec("Transpose", 1, 1, _transpose),
-        OpSpec("Slice", 1, 1, _slice),
-        OpSpec("Concat", 1, 64, _concat),
-    ]
-}
+
+def _attention(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    return attention_shapes(op.name, [t.shape for t in ins], op.attrs)
 
 
-def spec_of(op: Op) -> OpSpec:
-    """The :class:`OpSpec` of ``op``, or a GraphError naming the node."""
-    try:
-        return OP_SPECS[op.kind]
-    except KeyError:
-        raise GraphError(
-            f"op '{op.name}' has unknown kind '{op.kind}'",
-            hint=f"supported ops: {', '.join(OP_SPECS)}",
-        ) from None
+def _moe(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    return moe_shapes(op.name, [t.shape for t in ins], op.attrs)
 
 
-def infer_type(op: Op, input_types: list[TensorType]) -> TensorType:
-    """The output type of ``op`` given its operand types (format kept if already set)."""
-    spec = spec_of(op)
-    if not spec.min_inputs <= len(input_types) <= spec.max_inputs:
-        raise GraphError(
-            f"{op.kind} '{op.name}' takes {spec.min_inputs}..{spec.max_inputs} operands, got {len(input_types)}"
-        )
-    shape = spec.infer(op, input_types)
-    return TensorType(shape, op.type.fmt if op.type else None)
+def _mean(op: Op, ins: list[TensorType]) -> tuple[int, ...]:
+    shape = ins[0].shape
+    axis = _axis(op, len(shape))
+    if op.attrs.get("keepdims", False):
+        return shape[:axis] + (1,) + shape[axis + 1:]
+    if len(shape) == 1:
+        raise GraphError(f"Mean '{op.name}': the mean of a vector is a scalar; keep the axis (keepdims=True)")
+    return shape[:axis] + shape[axis + 1:]
+
+
+def _mean_args(op: Op, x: np.ndarray) -> tuple[int, bool]:
+    return int(op.attrs.get("axis", 0)) % x.ndim, bool(op.attrs.get("keepdims", False))
+
+
+# ---- shared semantics ----------------------------------------------------------------------------
+
+_FLOAT_ACTIVATIONS = {None: lambda y: y, "relu": lambda y: np.maximum(y, 0.0), "gelu": gelu_float}
+
+
+def _linear_float(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    y = args[0] @ args[1].T
+    for extra in args[2:]:  # bias, then residual
+        y = y + extra
+    return _FLOAT_ACTIVATIONS[op.attrs.get("activation")](y)
+
+
+def linear_preactivation_float(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    """A Linear's output before its fused activation (what its format must hold)."""
+    return _linear_float(op.evolve(attrs={k: v for k, v in op.attrs.items() if k != "activation"}), args)
+
+
+def linear_params(op: Op, ins: list[Op]) -> dict:
+    """Integer parameters of a quantized Linear (``ins`` its operand ops): shifts, rounding, formats.
+
+    ``shift = frac_x + frac_w - frac_y`` and ``res_shift = frac_x + frac_w - frac_res``.
+    """
+    acc_frac = ins[0].type.fmt.frac + ins[1].type.fmt.frac
+    return {
+        "acc_frac": acc_frac,
+        "shift": acc_frac - op.type.fmt.frac,
+        "res_shift": acc_frac - ins[3].type.fmt.frac if len(ins) == 4 else 0,
+        "rounding": nx_.Rounding(op.attrs.get("rounding", nx_.Rounding.HALF_EVEN)),
+        "relu": op.attrs.get("activation") == "relu",
+        "out_fmt": op.type.fmt,
+    }
+
+
+def _fused_gelu(op: Op, y: np.ndarray) -> np.ndarray:
+    """The fused GELU epilogue: ``gelu_int`` in the Linear's own output format (in = out)."""
+    return gelu_int(y, op.type.fmt, op.type.fmt) if op.attrs.get("activation") == "gelu" else y
+
+
+def _linear_int(op: Op, args: list[np.ndarray], ins: list[Op]) -> np.ndarray:
+    n = op.type.shape[-1]
+    x2 = args[0].reshape(-1, args[0].shape[-1])
+    res = args[3].reshape(-1, n) if len(args) == 4 else None
+    rounding = nx_.Rounding(op.attrs.get("rounding", nx_.Rounding.HALF_EVEN))
+    relu = op.attrs.get("activation") == "relu"
+    if "channel_frac" in ins[1].attrs:  # per-output-channel weight formats (celosia.ir.perchannel)
+        acc = np.array([ins[0].type.fmt.frac + f for f in ins[1].attrs["channel_frac"]])
+        res_shifts = acc - ins[3].type.fmt.frac if res is not None else None
+        y = linear_int_per_channel(x2, args[1].T, args[2], op.type.fmt, acc - op.type.fmt.frac, rounding, relu,
+                                   res, res_shifts)
+    else:
+        p = linear_params(op, ins)
+        y = nx_.linear_int(x2, args[1].T, args[2], op.type.fmt, p["shift"], rounding, relu, res, p["res_shift"])
+    return _fused_gelu(op, y).reshape(op.type.shape)
+
+
+def _linear_calibrate(op: Op, args: list[np.ndarray]) -> dict[str, float]:
+    # A Linear with a fused GELU is ranged on its pre-activation: the GELU lanes read the
+    # saturated pre-activation in the Linear's format, so that is what the format must hold.
+    if op.attrs.get("activation") != "gelu":
+        return {}
+    pre = linear_preactivation_float(op, args)
+    return {op.name: float(np.max(np.abs(pre))) if pre.size else 0.0}
+
+
+def _linear_quant(ctx: QuantContext, op: Op, override):
+    calibrated = linear_format(ctx, op)  # also gives the bias its accumulator format
+    op.attrs["rounding"] = ctx.precision.rounding
+    return override or calibrated
+
+
+def _requantized(op: Op, codes: np.ndarray, ins: list[Op]) -> np.ndarray:
+    """``codes`` (in the first operand's format) requantized to the op's format."""
+    return nx_.requantize(codes, ins[0].type.fmt.frac, op.type.fmt)
+
+
+def _keep_operand_format(ctx: QuantContext, op: Op, override):
+    return ctx.fmt(op.inputs[0])
+
+
+def _activation(ctx: QuantContext, op: Op, override):
+    return override or ctx.act(op.name)
+
+
+def _product_format(ctx: QuantContext, op: Op, override):
+    return override or ctx.act(op.name, ctx.fmt(op.inputs[0]).frac + ctx.fmt(op.inputs[1]).frac)
+
+
+def _add_int(op: Op, args: list[np.ndarray], ins: list[Op]) -> np.ndarray:
+    fa, fb = ins[0].type.fmt, ins[1].type.fmt
+    frac = max(fa.frac, fb.frac)
+    total = nx_.shift_round(args[0], fa.frac - frac) + nx_.shift_round(args[1], fb.frac - frac)
+    return nx_.requantize(total, frac, op.type.fmt)
+
+
+def _softmax_float(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    z = np.exp(args[0] - args[0].max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def _softmax_int(op: Op, args: list[np.ndarray], ins: list[Op]) -> np.ndarray:
+    x = args[0].reshape(-1, args[0].shape[-1])
+    return softmax_int(x, None, ins[0].type.fmt, op.type.fmt).reshape(args[0].shape)
+
+
+def _softmax_quant(ctx: QuantContext, op: Op, override):  # probabilities: [0, 1] whatever calibration saw
+    bits = ctx.precision.act_bits
+    return override or nx_.Fixed(bits, nx_.frac_for_range(1.0, bits))
+
+
+def _gelu_float(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    x = args[0]
+    if op.attrs.get("approximate", "none") == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+    return gelu_float(x)
+
+
+def _gelu_int(op: Op, args: list[np.ndarray], ins: list[Op]) -> np.ndarray:
+    # The unit computes the erf form for both attrs; a tanh-form op's bound vs its float
+    # semantics adds max|gelu_tanh - gelu_erf| = 4.73e-4 (docs/frontends.md).
+    return gelu_int(args[0], ins[0].type.fmt, op.type.fmt)
+
+
+def _norm_float(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    x, eps = args[0], op.attrs.get("eps", 1e-5)
+    if op.kind == "LayerNorm":
+        x = x - x.mean(axis=-1, keepdims=True)
+    y = x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps) * args[1]
+    return y + args[2] if op.kind == "LayerNorm" else y
+
+
+def _norm_int(op: Op, args: list[np.ndarray], ins: list[Op]) -> np.ndarray:
+    fin, eps = ins[0].type.fmt, op.attrs.get("eps", 1e-5)
+    gamma = (args[1], ins[1].type.fmt)
+    if op.kind == "RMSNorm":
+        return rmsnorm_int(args[0], fin, op.type.fmt, *gamma, eps)
+    return layernorm_int(args[0], fin, op.type.fmt, *gamma, args[2], ins[2].type.fmt, eps)
+
+
+def _attention_calibrate(op: Op, args: list[np.ndarray]) -> dict[str, float]:
+    scores = attention_scores_float(*args[:3], args[3] if len(args) == 4 else None, op.attrs)
+    return {f"{op.name}:scores": float(np.abs(scores).max())}
+
+
+def _attention_quant(ctx: QuantContext, op: Op, override):
+    op.attrs["score_fmt"] = ctx.precision.overrides.get(f"{op.name}:scores") or ctx.act(f"{op.name}:scores")
+    op.attrs["prob_fmt"] = prob_format(ctx.precision.act_bits)
+    return override or ctx.act(op.name, op.attrs["prob_fmt"].frac + ctx.fmt(op.inputs[2]).frac)
+
+
+def _attention_int(op: Op, args: list[np.ndarray], ins: list[Op]) -> np.ndarray:
+    mask = args[3] if len(args) == 4 else None
+    return attention_int(*args[:3], mask, op.attrs, *(i.type.fmt for i in ins[:3]), op.type.fmt)
+
+
+def _mask_format(graph: Graph, op: Op, index: int):
+    return nx_.Fixed(2, 0) if index == 3 else None
+
+
+def _id_format(graph: Graph, op: Op, index: int):
+    if index != 0:
+        return None
+    vocab = graph.op(op.inputs[1]).type.shape[0]
+    return nx_.Fixed(max(2, (vocab - 1).bit_length() + 1), 0)
+
+
+def _moe_calibrate(op: Op, args: list[np.ndarray]) -> dict[str, float]:
+    _, stats = moe_float(*args, op.attrs, internals=True)
+    return {f"{op.name}:{key}": value for key, value in stats.items()}
+
+
+def _moe_int(op: Op, args: list[np.ndarray], ins: list[Op]) -> np.ndarray:
+    f = [i.type.fmt for i in ins]
+    return moe_int(*args, op.attrs, f[0], f[1], f[3], f[5], op.type.fmt)
+
+
+def _concat_quant(ctx: QuantContext, op: Op, override):
+    fins = [ctx.fmt(i) for i in op.inputs]
+    return override or nx_.Fixed(max(ctx.precision.act_bits, *(f.bits for f in fins)), min(f.frac for f in fins))
+
+
+def _layout_float(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    return layout_apply(op.kind, op.attrs, args[0])
+
+
+def _layout_int(op: Op, args: list[np.ndarray], ins: list[Op]) -> np.ndarray:
+    return _requantized(op, layout_apply(op.kind, op.attrs, args[0]), ins)
+
+
+def _input_quant(ctx: QuantContext, op: Op, override):
+    return override or ctx.input_format(op.name) or ctx.act(op.name)
+
+
+def _no_float(op: Op, args):
+    raise GraphError(f"{op.kind} '{op.name}' is fed by the executor, not computed")
+
+
+# ---- the declarations ------------------------------------------------------------------------------
+
+for _d in [
+    OpDef("Input", (0, 0), _shape_attr, _no_float, None, _input_quant, hw=HOST_BINDING,
+          summary="a model input (static shape)"),
+    OpDef("Const", (0, 0), _const, lambda op, args: np.asarray(op.attrs["value"], dtype=np.float64),
+          lambda op, args, ins: np.asarray(op.attrs["codes"], dtype=np.int64), quantize_const, hw=HOST_BINDING,
+          summary="a constant tensor (weights, biases, tables)"),
+    OpDef("Output", (1, 1), _same, lambda op, args: args[0], lambda op, args, ins: _requantized(op, args[0], ins),
+          _keep_operand_format, hw=HOST_BINDING, summary="a model output"),
+    OpDef("Linear", (2, 4), _linear, _linear_float, _linear_int, _linear_quant, _linear_calibrate,
+          weights=(1,), biases=(2,), hw=LINEAR_BINDING,
+          summary="x @ w.T + b [+ residual], fused ReLU/GELU epilogue"),
+    OpDef("ReLU", (1, 1), _same, lambda op, args: np.maximum(args[0], 0.0),
+          lambda op, args, ins: _requantized(op, np.maximum(args[0], 0), ins), _keep_operand_format,
+          summary="max(x, 0)"),
+    OpDef("Add", (2, 2), _add, lambda op, args: args[0] + args[1], _add_int, _activation,
+          summary="elementwise sum of two tensors of one shape"),
+    OpDef("Softmax", (1, 1), _same, _softmax_float, _softmax_int, _softmax_quant,
+          summary="softmax over the last axis"),
+    OpDef("GELU", (1, 1), _gelu, _gelu_float, _gelu_int, _activation, summary="GELU (erf or tanh form)"),
+    OpDef("LayerNorm", (3, 3), _norm, _norm_float, _norm_int, _activation, summary="LayerNorm over the last axis"),
+    OpDef("RMSNorm", (2, 2), _norm, _norm_float, _norm_int, _activation, summary="RMSNorm over the last axis"),
+    OpDef("MatMul", (2, 2), _matmul, lambda op, args: np.matmul(args[0], args[1]),
+          lambda op, args, ins: matmul_int(args[0], args[1], ins[0].type.fmt, ins[1].type.fmt, op.type.fmt),
+          _product_format, weights=(0, 1), summary="batched matrix product"),
+    OpDef("Mul", (2, 2), _broadcast, lambda op, args: args[0] * args[1],
+          lambda op, args, ins: mul_int(args[0], args[1], ins[0].type.fmt, ins[1].type.fmt, op.type.fmt),
+          _product_format, summary="elementwise product (broadcasting)"),
+    OpDef("SiLU", (1, 1), _same, lambda op, args: silu_float(args[0]),
+          lambda op, args, ins: silu_int(args[0], ins[0].type.fmt, op.type.fmt), _activation,
+          summary="x * sigmoid(x)"),
+    OpDef("Embedding", (2, 2), _embedding, lambda op, args: embedding_float(args[0], args[1]),
+          lambda op, args, ins: embedding_int(args[0], args[1], ins[1].type.fmt, op.type.fmt),
+          lambda ctx, op, override: override or ctx.fmt(op.inputs[1]), weights=(1,), operand_format=_id_format,
+          summary="table row gather by token id"),
+    OpDef("Attention", (3, 4), _attention,
+          lambda op, args: attention_float(*args[:3], args[3] if len(args) == 4 else None, op.attrs),
+          _attention_int, _attention_quant, _attention_calibrate, operand_format=_mask_format,
+          summary="multi-head / grouped-query scaled dot-product attention"),
+    OpDef("MoE", (7, 7), _moe, lambda op, args: moe_float(*args, op.attrs), _moe_int,
+          lambda ctx, op, override: override or moe_formats(ctx, op), _moe_calibrate,
+          weights=(1, 3, 5), biases=(2, 4, 6), summary="mixture of experts: gate, top-k, expert MLPs, combine"),
+    OpDef("Reshape", (1, 1), _reshape, _layout_float, _layout_int, _keep_operand_format, summary="reshape"),
+    OpDef("Transpose", (1, 1), _transpose, _layout_float, _layout_int, _keep_operand_format,
+          summary="axis permutation"),
+    OpDef("Slice", (1, 1), _slice, _layout_float, _layout_int, _keep_operand_format,
+          summary="a contiguous range along one axis"),
+    OpDef("Concat", (1, 64), _concat, lambda op, args: np.concatenate(args, axis=int(op.attrs.get("axis", 0))),
+          lambda op, args, ins: concat_int(args, [i.type.fmt for i in ins], int(op.attrs.get("axis", 0)) % args[0].ndim,
+                                           op.type.fmt),
+          _concat_quant, summary="concatenation along one axis"),
+    OpDef("Mean", (1, 1), _mean, lambda op, args: mean_float(args[0], *_mean_args(op, args[0])),
+          lambda op, args, ins: mean_int(args[0], ins[0].type.fmt, op.type.fmt, *_mean_args(op, args[0])),
+          _activation, summary="mean over one axis (mean pooling)"),
+]:
+    register(_d)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from celosia.ir.graph import Graph, Op
-from celosia.ir.ops import infer_type
+from celosia.ir.registry import infer_type
 from celosia.ir.types import TensorType
 
 __all__ = ["infer_shapes", "canonicalize", "fuse_epilogues", "prune", "fold_layout", "fold_bias_add", "fuse_attention"]

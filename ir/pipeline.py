@@ -1,7 +1,13 @@
-"""The compiler's pass pipeline: one explicit, ordered list of named stages.
+"""The compiler's pass pipeline: the one place that lists passes, in order.
 
-``lower(graph, samples, precision)`` runs every stage in order with the verifier
-between stages, so a broken pass is caught at the stage that broke the graph.
+* :data:`IMPORT_PASSES` tidy what a frontend built (dead code, no-op layout, decomposed
+  attention, bias adds); the frontends call :func:`tidy`.
+* :data:`FLOAT_PASSES` bring any float graph into the form quantization and the scheduler
+  expect; :func:`lower_float` runs them (``celosia check`` uses it, so it sees exactly what
+  ``compile`` sees).
+* :func:`lower` runs the float passes and then ``quantize``.
+
+The verifier runs after every stage, so a broken pass is caught at the stage that broke the graph.
 """
 
 from __future__ import annotations
@@ -18,21 +24,49 @@ from celosia.ir.passes import (
     fuse_attention,
     fuse_epilogues,
     infer_shapes,
+    prune,
 )
 from celosia.ir.quantize import Precision, quantize
 from celosia.ir.verify import verify
 
-__all__ = ["FLOAT_PASSES", "lower"]
+__all__ = ["IMPORT_PASSES", "FLOAT_PASSES", "tidy", "lower_float", "lower"]
 
-#: Passes on the float graph, in order. Quantization follows them.
-FLOAT_PASSES: list[tuple[str, Callable[[Graph], Graph]]] = [
-    ("infer_shapes", infer_shapes),
+Stage = Callable[[Graph], Graph]
+OnStage = Callable[[str, Graph], None]
+
+#: Passes a frontend's raw graph goes through, in order.
+IMPORT_PASSES: list[tuple[str, Stage]] = [
+    ("prune", prune),
     ("fold_layout", fold_layout),
     ("fuse_attention", fuse_attention),
     ("fold_bias_add", fold_bias_add),
+]
+
+#: Passes on the float graph, in order. Quantization follows them.
+FLOAT_PASSES: list[tuple[str, Stage]] = [
+    ("infer_shapes", infer_shapes),
+    *IMPORT_PASSES,
     ("canonicalize", canonicalize),
     ("fuse_epilogues", fuse_epilogues),
 ]
+
+
+def _run(passes: list[tuple[str, Stage]], graph: Graph, on_stage: OnStage | None) -> Graph:
+    for name, stage in passes:
+        graph = verify(stage(graph))
+        if on_stage:
+            on_stage(name, graph)
+    return graph
+
+
+def tidy(graph: Graph) -> Graph:
+    """Run :data:`IMPORT_PASSES` on a frontend's graph (typed, float)."""
+    return _run(IMPORT_PASSES, graph, None)
+
+
+def lower_float(graph: Graph, *, on_stage: OnStage | None = None) -> Graph:
+    """Run :data:`FLOAT_PASSES`: the float graph the quantizer and ``celosia check`` see."""
+    return _run(FLOAT_PASSES, graph, on_stage)
 
 
 def lower(
@@ -40,7 +74,7 @@ def lower(
     samples: Iterable[Mapping[str, np.ndarray]],
     precision: Precision,
     *,
-    on_stage: Callable[[str, Graph], None] | None = None,
+    on_stage: OnStage | None = None,
 ) -> Graph:
     """Run the float passes, then ``quantize``; verify after every stage.
 
@@ -60,10 +94,7 @@ def lower(
     Graph
         The quantized graph, ready for the scheduler.
     """
-    for name, stage in FLOAT_PASSES:
-        graph = verify(stage(graph))
-        if on_stage:
-            on_stage(name, graph)
+    graph = lower_float(graph, on_stage=on_stage)
     graph = verify(quantize(graph, list(samples), precision), quantized=True)
     if on_stage:
         on_stage("quantize", graph)

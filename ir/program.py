@@ -18,7 +18,8 @@ import numpy as np
 from celosia.errors import ScheduleError
 from celosia.ir.numerics import Fixed
 
-__all__ = ["Opcode", "FIELDS", "INSTR_BITS", "Instruction", "TensorPlacement", "Program", "pack_words", "unpack_words"]
+__all__ = ["Opcode", "FIELDS", "INSTR_BITS", "Instruction", "TensorPlacement", "Program", "pack_lanes", "pack_words",
+           "unpack_words"]
 
 
 class Opcode(IntEnum):
@@ -155,21 +156,22 @@ class Program:
         return "\n".join(f"{i:4d}: {ins}" for i, ins in enumerate(self.instructions))
 
 
+def pack_lanes(values, bits: int) -> int:
+    """Pack integer codes into one word, element i at bits [i*bits, (i+1)*bits)."""
+    mask = (1 << bits) - 1
+    word = 0
+    for i, v in enumerate(values):
+        word |= (int(v) & mask) << (i * bits)
+    return word
+
+
 def pack_words(codes: np.ndarray, placement: TensorPlacement, lanes: int, bits: int) -> list[int]:
     """Pack a tensor's integer codes into scratchpad words (two's complement lanes)."""
     rows, tiles = placement.rows, placement.tiles
     flat = np.zeros((rows, tiles * lanes), dtype=np.int64)
     codes = np.asarray(codes, dtype=np.int64).reshape(rows, -1)
     flat[:, : codes.shape[1]] = codes
-    mask = (1 << bits) - 1
-    words = []
-    for r in range(rows):
-        for t in range(tiles):
-            word = 0
-            for lane in range(lanes):
-                word |= (int(flat[r, t * lanes + lane]) & mask) << (lane * bits)
-            words.append(word)
-    return words
+    return [pack_lanes(flat[r, t * lanes:(t + 1) * lanes], bits) for r in range(rows) for t in range(tiles)]
 
 
 def unpack_words(words: list[int], placement: TensorPlacement, lanes: int, bits: int) -> np.ndarray:

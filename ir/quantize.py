@@ -11,12 +11,13 @@ import numpy as np
 from celosia.errors import QuantizationError, UnknownNameError
 from celosia.ir import numerics as nx_
 from celosia.ir.graph import Graph
-from celosia.ir.attention import attention_scores_float, prob_format
-from celosia.ir.moe import moe_float
+from celosia.ir.attention import prob_format
+from celosia.ir.golden import run_float
 from celosia.ir.perchannel import channel_fracs, quantize_rows
-from celosia.sim.golden import linear_preactivation_float, run_float
+from celosia.ir.registry import op_def
 
-__all__ = ["Precision", "quantize", "calibrate"]
+__all__ = ["Precision", "QuantContext", "quantize", "calibrate", "quantize_const", "linear_format", "moe_formats",
+           "gelu_linear_frac"]
 
 _PRESET = re.compile(r"^w(\d+)a(\d+)(-?pc)?$")
 
@@ -81,12 +82,11 @@ class Precision:
 def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]]) -> dict[str, float]:
     """Largest absolute value each tensor takes over the calibration samples.
 
-    A Linear with a fused GELU is ranged on its pre-activation (the GELU lanes read the
-    saturated pre-activation in the Linear's format, so that is what the format must hold).
-    Ops with internal tensors also get ranges for those, keyed ``"<op>:<internal>"``:
-    an Attention's scaled scores (``:scores``), a MoE's gate logits, expert
-    pre-activations, activations and expert outputs (``:logits``, ``:hidden``, ``:act``,
-    ``:expert``; dense over every expert).
+    Ops with internal tensors (an op's ``calibrate`` in the registry) also get ranges for
+    those, keyed ``"<op>:<internal>"``: an Attention's scaled scores (``:scores``), a MoE's gate
+    logits, expert pre-activations, activations and expert outputs (``:logits``, ``:hidden``,
+    ``:act``, ``:expert``; dense over every expert); a Linear with a fused GELU is ranged on its
+    pre-activation.
     """
     ranges: dict[str, float] = {}
     count = 0
@@ -94,31 +94,91 @@ def calibrate(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]]) -> dict
     def see(key: str, value: float) -> None:
         ranges[key] = max(ranges.get(key, 0.0), value)
 
+    internal = [(op, op_def(op).calibrate) for op in graph if op_def(op).calibrate]
     for sample in samples:
         count += 1
         env = run_float(graph, sample, keep_all=True)
         for name, value in env.items():
             see(name, float(np.max(np.abs(value))) if value.size else 0.0)
-        for op in graph.ops("Linear"):
-            if op.attrs.get("activation") == "gelu":
-                pre = linear_preactivation_float(op, [env[i] for i in op.inputs])
-                see(op.name, float(np.max(np.abs(pre))) if pre.size else 0.0)
-        for op in graph.ops("Attention"):
-            args = [env[i] for i in op.inputs]
-            scores = attention_scores_float(*args[:3], args[3] if len(args) == 4 else None, op.attrs)
-            see(f"{op.name}:scores", float(np.abs(scores).max()))
-        for op in graph.ops("MoE"):
-            _, stats = moe_float(*[env[i] for i in op.inputs], op.attrs, internals=True)
-            for key, value in stats.items():
-                see(f"{op.name}:{key}", value)
+        for op, fn in internal:
+            for key, value in fn(op, [env[i] for i in op.inputs]).items():
+                see(key, value)
     if count == 0:
         raise QuantizationError(f"no calibration samples were given for '{graph.name}'")
     return ranges
 
 
+@dataclass
+class QuantContext:
+    """What an op's quantization rule (``OpDef.quant``) sees.
+
+    Attributes
+    ----------
+    graph : Graph
+        The graph being quantized; every op before the current one already has its format.
+    ranges : dict of str to float
+        Calibrated ranges (:func:`calibrate`).
+    precision : Precision
+    gelu_frac : int or None
+        The one format every GELU-fused Linear shares (:func:`gelu_linear_frac`).
+    """
+
+    graph: Graph
+    ranges: dict[str, float]
+    precision: Precision
+    gelu_frac: int | None
+
+    def fmt(self, name: str) -> nx_.Fixed:
+        """The format already given to tensor ``name``."""
+        return self.graph.op(name).type.fmt
+
+    def act(self, key: str, max_frac: int | None = None) -> nx_.Fixed:
+        """An activation format (``act_bits`` wide) holding the calibrated range of ``key``."""
+        bits = self.precision.act_bits
+        frac = nx_.frac_for_range(self.ranges[key], bits)
+        return nx_.Fixed(bits, frac if max_frac is None else min(frac, max_frac))
+
+    def input_format(self, name: str) -> nx_.Fixed | None:
+        """The integer format of an Input that carries indices or masks (its readers say), or None."""
+        for user in self.graph.consumers(name):
+            op = self.graph.op(user)
+            rule = op_def(op).operand_format
+            for index, src in enumerate(op.inputs):
+                fmt = rule(self.graph, op, index) if rule and src == name else None
+                if fmt is not None:
+                    return fmt
+        return None
+
+    def const_role(self, name: str) -> str:
+        """``"bias"``, ``"weight"`` or ``"data"``: how the readers of Const ``name`` use it."""
+        for user in self.graph.consumers(name):
+            op = self.graph.op(user)
+            d = op_def(op)
+            idx = [i for i, src in enumerate(op.inputs) if src == name]
+            if any(i in d.biases for i in idx):
+                return "bias"
+            if any(i in d.weights for i in idx):
+                return "weight"
+        return "data"
+
+    def set_bias(self, name: str, acc_fmt: nx_.Fixed, owner: str) -> None:
+        """Give bias Const ``name`` the accumulator format ``acc_fmt`` and its codes."""
+        bias = self.graph.op(name)
+        top = float(np.max(np.abs(bias.attrs["value"]))) if bias.attrs["value"].size else 0.0
+        if top > acc_fmt.max_value:
+            raise QuantizationError(
+                f"{owner}: bias '{name}' reaches {top:.4g}, beyond the accumulator format {acc_fmt} "
+                f"(max {acc_fmt.max_value:.4g})",
+                hint="use wider accumulators or rescale the layer",
+            )
+        bias.attrs["codes"] = nx_.quantize(bias.attrs["value"], acc_fmt, self.precision.rounding)
+        self.graph.replace(bias.evolve(type=bias.type.with_fmt(acc_fmt)))
+
+
 def quantize(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], precision: Precision) -> Graph:
     """Assign a fixed-point format to every tensor and integer codes to every Const.
 
+    Each op's format comes from its quantization rule in the registry (``OpDef.quant``).
     Guarantees: every op's type has a format; weights use ``weight_bits`` with the
     finest scale holding their largest magnitude; activations use ``act_bits``
     calibrated the same way on ``samples``; a Linear's output never has more
@@ -126,59 +186,41 @@ def quantize(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], precisio
     requantization is a right shift; biases are stored in the accumulator format;
     Output and unfused ReLU keep their operand's format; Softmax outputs hold [0, 1]; every
     GELU-fused Linear gets the same format (:func:`gelu_linear_frac`). Each Const gets
-    ``attrs["codes"]``; each Linear gets ``attrs["rounding"]``.
+    ``attrs["codes"]``; each Linear gets ``attrs["rounding"]``. A format override
+    (``Precision.overrides``) replaces the calibrated choice of the tensor it names.
     """
     ranges = calibrate(graph, samples)
     out = graph.copy()
-    gelu_frac = gelu_linear_frac(out, ranges, precision)
-
-    def act(key: str, max_frac: int | None = None) -> nx_.Fixed:
-        frac = nx_.frac_for_range(ranges[key], precision.act_bits)
-        return nx_.Fixed(precision.act_bits, frac if max_frac is None else min(frac, max_frac))
-
+    ctx = QuantContext(out, ranges, precision, gelu_linear_frac(out, ranges, precision))
     _check_override_names(out, precision)
     for op in out:
-        fmt = precision.overrides.get(op.name) or precision.overrides.get(op.attrs.get("activation_op"))
-        fins = [out.op(i).type.fmt for i in op.inputs]
-        if op.kind == "Const":
-            role = _const_role(out, op.name)
-            if role == "bias":
-                continue  # set with its Linear / MoE, which fixes the accumulator format
-            bits = precision.weight_bits if role == "weight" else precision.act_bits
-            if fmt is None and role == "weight" and precision.per_channel and _linear_weight(out, op.name):
-                fracs = channel_fracs(op.attrs["value"], bits)
-                op.attrs["channel_frac"] = tuple(int(f) for f in fracs)
-                op.attrs["codes"] = quantize_rows(op.attrs["value"], bits, fracs, precision.rounding)
-                out.replace(op.evolve(type=op.type.with_fmt(nx_.Fixed(bits, int(fracs.min())))))
-                continue
-            fmt = fmt or nx_.Fixed(bits, nx_.frac_for_range(ranges[op.name], bits))
-            op.attrs["codes"] = nx_.quantize(op.attrs["value"], fmt, precision.rounding)
-        elif op.kind == "Input" and _input_role(out, op.name) is not None:
-            fmt = fmt or _input_role(out, op.name)
-        elif op.kind in ("Output", "ReLU", "Reshape", "Transpose", "Slice"):
-            fmt = fins[0]
-        elif op.kind == "Embedding":
-            fmt = fmt or fins[1]
-        elif op.kind == "Concat":
-            fmt = fmt or nx_.Fixed(max(precision.act_bits, *(f.bits for f in fins)), min(f.frac for f in fins))
-        elif op.kind == "Softmax":  # probabilities: [0, 1] whatever calibration saw
-            fmt = fmt or nx_.Fixed(precision.act_bits, nx_.frac_for_range(1.0, precision.act_bits))
-        elif op.kind == "Linear":
-            calibrated = _linear_format(out, op, ranges, precision, gelu_frac)  # also sets the bias format
-            fmt = fmt or calibrated
-            op.attrs["rounding"] = precision.rounding
-        elif op.kind in ("MatMul", "Mul"):
-            fmt = fmt or act(op.name, fins[0].frac + fins[1].frac)
-        elif op.kind == "Attention":
-            op.attrs["score_fmt"] = precision.overrides.get(f"{op.name}:scores") or act(f"{op.name}:scores")
-            op.attrs["prob_fmt"] = prob_format(precision.act_bits)
-            fmt = fmt or act(op.name, op.attrs["prob_fmt"].frac + fins[2].frac)
-        elif op.kind == "MoE":
-            fmt = fmt or _moe_formats(out, op, ranges, precision, act)
-        else:  # Input, Add, GELU, SiLU, LayerNorm, RMSNorm
-            fmt = fmt or act(op.name)
-        out.replace(op.evolve(type=op.type.with_fmt(fmt)))
+        rule = op_def(op).quant
+        if rule is None:
+            raise QuantizationError(f"{op.kind} '{op.name}' has no quantization rule",
+                                    hint=f"{op.kind} runs in float only; remove it or declare its rule")
+        override = precision.overrides.get(op.name) or precision.overrides.get(op.attrs.get("activation_op"))
+        fmt = rule(ctx, op, override)
+        if fmt is not None:
+            out.replace(op.evolve(type=op.type.with_fmt(fmt)))
     return out
+
+
+def quantize_const(ctx: QuantContext, op, override) -> nx_.Fixed | None:
+    """The Const rule: weights at ``weight_bits`` (per channel with ``-pc``), data at ``act_bits``,
+    biases left to the op that owns them (None)."""
+    precision = ctx.precision
+    role = ctx.const_role(op.name)
+    if role == "bias":
+        return None  # set with its Linear / MoE, which fixes the accumulator format
+    bits = precision.weight_bits if role == "weight" else precision.act_bits
+    if override is None and role == "weight" and precision.per_channel and _linear_weight(ctx.graph, op.name):
+        fracs = channel_fracs(op.attrs["value"], bits)
+        op.attrs["channel_frac"] = tuple(int(f) for f in fracs)
+        op.attrs["codes"] = quantize_rows(op.attrs["value"], bits, fracs, precision.rounding)
+        return nx_.Fixed(bits, int(fracs.min()))
+    fmt = override or nx_.Fixed(bits, nx_.frac_for_range(ctx.ranges[op.name], bits))
+    op.attrs["codes"] = nx_.quantize(op.attrs["value"], fmt, precision.rounding)
+    return fmt
 
 
 def _check_override_names(graph: Graph, precision: Precision) -> None:
@@ -192,56 +234,20 @@ def _check_override_names(graph: Graph, precision: Precision) -> None:
         )
 
 
-_BIAS_OF = {"Linear": (2,), "MoE": (2, 4, 6)}
-_WEIGHT_OF = {"Linear": (1,), "MoE": (1, 3, 5), "MatMul": (0, 1), "Embedding": (1,)}
-
-
-def _const_role(graph: Graph, name: str) -> str:
-    for user in graph.consumers(name):
-        op = graph.op(user)
-        idx = [i for i, src in enumerate(op.inputs) if src == name]
-        if any(i in _BIAS_OF.get(op.kind, ()) for i in idx):
-            return "bias"
-        if any(i in _WEIGHT_OF.get(op.kind, ()) for i in idx):
-            return "weight"
-    return "data"
-
-
-def _input_role(graph: Graph, name: str) -> nx_.Fixed | None:
-    """Integer formats for inputs that carry indices or masks rather than activations."""
-    for user in graph.consumers(name):
-        op = graph.op(user)
-        if op.kind == "Embedding" and op.inputs[0] == name:
-            vocab = graph.op(op.inputs[1]).type.shape[0]
-            return nx_.Fixed(max(2, (vocab - 1).bit_length() + 1), 0)
-        if op.kind == "Attention" and len(op.inputs) == 4 and op.inputs[3] == name:
-            return nx_.Fixed(2, 0)
-    return None
-
-
-def _bias_codes(graph: Graph, name: str, acc_fmt: nx_.Fixed, owner: str, precision: Precision) -> None:
-    bias = graph.op(name)
-    top = float(np.max(np.abs(bias.attrs["value"]))) if bias.attrs["value"].size else 0.0
-    if top > acc_fmt.max_value:
-        raise QuantizationError(
-            f"{owner}: bias '{name}' reaches {top:.4g}, beyond the accumulator format {acc_fmt}",
-            hint="use wider accumulators or rescale the layer",
-        )
-    bias.attrs["codes"] = nx_.quantize(bias.attrs["value"], acc_fmt, precision.rounding)
-    graph.replace(bias.evolve(type=bias.type.with_fmt(acc_fmt)))
-
-
-def _moe_formats(graph: Graph, op, ranges, precision: Precision, act) -> nx_.Fixed:
-    fx, fgw, fw1, fw2 = (graph.op(op.inputs[i]).type.fmt for i in (0, 1, 3, 5))
-    acc = precision.acc_bits
+def moe_formats(ctx: QuantContext, op) -> nx_.Fixed:
+    """The MoE rule: internal formats (attrs ``logit_fmt``, ``prob_fmt``, ``hidden_fmt``, ``act_fmt``,
+    ``expert_fmt``), the three biases in their accumulator formats, and the output format."""
+    fx, fgw, fw1, fw2 = (ctx.fmt(op.inputs[i]) for i in (0, 1, 3, 5))
+    acc = ctx.precision.acc_bits
     owner = f"MoE '{op.name}'"
-    _bias_codes(graph, op.inputs[2], nx_.Fixed(acc, fx.frac + fgw.frac), owner, precision)
-    _bias_codes(graph, op.inputs[4], nx_.Fixed(acc, fx.frac + fw1.frac), owner, precision)
+    act = ctx.act
+    ctx.set_bias(op.inputs[2], nx_.Fixed(acc, fx.frac + fgw.frac), owner)
+    ctx.set_bias(op.inputs[4], nx_.Fixed(acc, fx.frac + fw1.frac), owner)
     op.attrs["logit_fmt"] = act(f"{op.name}:logits", fx.frac + fgw.frac)
-    op.attrs["prob_fmt"] = prob_format(precision.act_bits)
+    op.attrs["prob_fmt"] = prob_format(ctx.precision.act_bits)
     op.attrs["hidden_fmt"] = act(f"{op.name}:hidden", fx.frac + fw1.frac)
     op.attrs["act_fmt"] = act(f"{op.name}:act")
-    _bias_codes(graph, op.inputs[6], nx_.Fixed(acc, op.attrs["act_fmt"].frac + fw2.frac), owner, precision)
+    ctx.set_bias(op.inputs[6], nx_.Fixed(acc, op.attrs["act_fmt"].frac + fw2.frac), owner)
     op.attrs["expert_fmt"] = act(f"{op.name}:expert", op.attrs["act_fmt"].frac + fw2.frac)
     return act(op.name, op.attrs["prob_fmt"].frac + op.attrs["expert_fmt"].frac)
 
@@ -252,32 +258,23 @@ def _linear_weight(graph: Graph, name: str) -> bool:
     return bool(users) and all(u.kind == "Linear" and u.inputs[1] == name and name not in u.inputs[2:] for u in users)
 
 
-def _linear_format(graph: Graph, op, ranges: dict[str, float], precision: Precision,
-                   gelu_frac: int | None) -> nx_.Fixed:
-    fmt = _linear_format_unfused(graph, op, ranges, precision)
+def linear_format(ctx: QuantContext, op) -> nx_.Fixed:
+    """The Linear rule: the calibrated output format (at most the accumulator's fractional bits;
+    the shared GELU format when GELU is fused); gives the bias its accumulator format."""
+    fmt = _linear_format_unfused(ctx, op)
     if op.attrs.get("activation") == "gelu":
-        fmt = nx_.Fixed(fmt.bits, _gelu_frac(op, fmt.frac, gelu_frac))
+        fmt = nx_.Fixed(fmt.bits, _gelu_frac(op, fmt.frac, ctx.gelu_frac))
     return fmt
 
 
-def _linear_format_unfused(graph: Graph, op, ranges: dict[str, float], precision: Precision) -> nx_.Fixed:
+def _linear_format_unfused(ctx: QuantContext, op) -> nx_.Fixed:
+    graph, ranges, precision = ctx.graph, ctx.ranges, ctx.precision
     fx = graph.op(op.inputs[0]).type.fmt
     w = graph.op(op.inputs[1])
     if "channel_frac" in w.attrs:
         return _linear_format_per_channel(graph, op, ranges, precision, fx, w)
-    fw = w.type.fmt
-    acc_frac = fx.frac + fw.frac
-    acc_fmt = nx_.Fixed(precision.acc_bits, acc_frac)
-    bias = graph.op(op.inputs[2])
-    bias_max = float(np.max(np.abs(bias.attrs["value"]))) if bias.attrs["value"].size else 0.0
-    if bias_max > acc_fmt.max_value:
-        raise QuantizationError(
-            f"Linear '{op.name}': bias '{bias.name}' reaches {bias_max:.4g}, beyond the accumulator "
-            f"format {acc_fmt} (max {acc_fmt.max_value:.4g})",
-            hint="use wider accumulators or rescale the layer",
-        )
-    bias.attrs["codes"] = nx_.quantize(bias.attrs["value"], acc_fmt, precision.rounding)
-    graph.replace(bias.evolve(type=bias.type.with_fmt(acc_fmt)))
+    acc_frac = fx.frac + w.type.fmt.frac
+    ctx.set_bias(op.inputs[2], nx_.Fixed(precision.acc_bits, acc_frac), f"Linear '{op.name}'")
     if len(op.inputs) == 4:
         fr = graph.op(op.inputs[3]).type.fmt
         if fr.frac > acc_frac:

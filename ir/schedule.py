@@ -1,41 +1,26 @@
-"""The scheduler: bind a quantized graph's ops to the linear array and emit a Program.
+"""The scheduler: bind a quantized graph's ops to the generated units and emit a Program.
 
-Steps: check every op maps onto a unit; place tensors in the scratchpad (first fit
-with liveness, model inputs and outputs pinned so the host can read and write them
-around a run); tile and pack weights and biases; emit one instruction per op.
+Every op is looked up in the registry (:mod:`celosia.ir.registry`): an op without a hardware
+binding is refused, naming it; otherwise its binding's ``emit`` places it through the
+:class:`Binder`, which owns the scratchpad allocation (first fit with liveness; model inputs and
+outputs pinned so the host can write and read them around a run), the weight and bias memory
+images and the instruction list.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from celosia.errors import ScheduleError
 from celosia.ir.graph import Graph, Op
 from celosia.ir.program import Instruction, Opcode, Program, TensorPlacement
-from celosia.sim.golden import linear_params
+from celosia.ir.registry import op_def
 
-__all__ = ["schedule", "pack_lanes"]
-
-_SCHEDULABLE = {"Input", "Const", "Linear", "Output"}
-
-
-def pack_lanes(values, bits: int) -> int:
-    """Pack integer codes into one word, element i at bits [i*bits, (i+1)*bits)."""
-    mask = (1 << bits) - 1
-    word = 0
-    for i, v in enumerate(values):
-        word |= (int(v) & mask) << (i * bits)
-    return word
+__all__ = ["schedule", "Binder", "unsupported_ops"]
 
 
 def _rows_and_dim(shape: tuple[int, ...]) -> tuple[int, int]:
     return (math.prod(shape[:-1]) if len(shape) > 1 else 1), shape[-1]
-
-
-def _overlaps(a: int, a_words: int, b: int, b_words: int) -> bool:
-    return a < b + b_words and b < a + a_words
 
 
 class _Allocator:
@@ -59,27 +44,89 @@ class _Allocator:
         self.live.pop(name, None)
 
 
-def _check_linear(graph: Graph, op: Op, act_bits: int, weight_bits: int, acc_bits: int) -> dict:
-    p = linear_params(graph, op)
-    k = graph.op(op.inputs[0]).type.shape[-1]
-    for what, fmt, bits in (
-        ("input", graph.op(op.inputs[0]).type.fmt, act_bits),
-        ("weight", graph.op(op.inputs[1]).type.fmt, weight_bits),
-        ("output", op.type.fmt, act_bits),
-    ):
-        if fmt.bits > bits:
-            raise ScheduleError(f"Linear '{op.name}': {what} format {fmt} is wider than the unit's {bits} bits")
-    bias = np.abs(np.asarray(graph.op(op.inputs[2]).attrs["codes"], dtype=np.int64))
-    bound = k * (1 << (act_bits - 1)) * (1 << (weight_bits - 1)) + int(bias.max(initial=0))
-    if len(op.inputs) == 4:
-        bound += (1 << (act_bits - 1)) << p["res_shift"]
-    if bound >= 1 << (acc_bits - 1):
-        raise ScheduleError(
-            f"Linear '{op.name}': the worst-case accumulator magnitude 2^{math.log2(bound):.1f} "
-            f"does not fit a {acc_bits}-bit accumulator (K={k})",
-            hint="use a wider accumulator (Precision.acc_bits) or narrower formats",
-        )
-    return p
+class Binder:
+    """What an op's binding places things through: tensors, memory images, instructions.
+
+    Attributes
+    ----------
+    graph : Graph
+    lanes, act_bits, weight_bits, acc_bits : int
+        The generated units' sizes and widths.
+    instructions : list of Instruction
+    weight_words, bias_words : list of int
+        Weight- and bias-memory images.
+    """
+
+    def __init__(self, graph: Graph, lanes: int, act_bits: int, weight_bits: int, acc_bits: int):
+        self.graph = graph
+        self.lanes = lanes
+        self.act_bits, self.weight_bits, self.acc_bits = act_bits, weight_bits, acc_bits
+        self.instructions: list[Instruction] = []
+        self.weight_words: list[int] = []
+        self.bias_words: list[int] = []
+        self.macs = self.padded_macs = 0
+        self.outputs: dict[str, TensorPlacement] = {}
+        self._alloc = _Allocator()
+        self._place: dict[str, TensorPlacement] = {}
+        self._pinned: set[str] = {op.inputs[0] for op in graph.outputs}
+
+    def place(self, op: Op, *, pinned: bool = False) -> TensorPlacement:
+        """Allocate ``op``'s output: ``rows x ceil(D / lanes)`` words (docs/isa.md)."""
+        rows, dim = _rows_and_dim(op.type.shape)
+        tiles = math.ceil(dim / self.lanes)
+        p = TensorPlacement(op.name, self._alloc.alloc(op.name, rows * tiles), rows, tiles, op.type.shape, op.type.fmt)
+        self._place[op.name] = p
+        if pinned:
+            self._pinned.add(op.name)
+        return p
+
+    def placement(self, name: str) -> TensorPlacement:
+        """Where tensor ``name`` lives (it must have been placed by an earlier op)."""
+        try:
+            return self._place[name]
+        except KeyError:
+            raise ScheduleError(f"tensor '{name}' is not in the scratchpad",
+                                hint="it is a constant or was never placed; only activations are") from None
+
+    def alias_output(self, op: Op) -> None:
+        """An Output reads its operand's words in place."""
+        src = self.placement(op.inputs[0])
+        self.outputs[op.name] = TensorPlacement(op.name, src.addr, src.rows, src.tiles, op.type.shape, op.type.fmt)
+
+    def emit(self, ins: Instruction, *, macs: int = 0, padded_macs: int = 0) -> None:
+        """Append an instruction (and count its useful and performed MACs)."""
+        self.instructions.append(ins)
+        self.macs += macs
+        self.padded_macs += padded_macs
+
+    def free_dead(self, op: Op, last_use: dict[str, int], index: int) -> None:
+        """Release the operands of ``op`` whose last reader it is."""
+        for src in op.inputs:
+            if last_use.get(src) == index and src in self._place and src not in self._pinned:
+                self._alloc.free(src)
+
+    @property
+    def scratch_words(self) -> int:
+        """Peak scratchpad words allocated."""
+        return self._alloc.high
+
+    @property
+    def inputs(self) -> dict[str, TensorPlacement]:
+        return {op.name: self._place[op.name] for op in self.graph.inputs}
+
+
+def unsupported_ops(graph: Graph) -> list[tuple[Op, str]]:
+    """``(op, reason)`` for every op of ``graph`` no generated unit runs."""
+    found = []
+    for op in graph:
+        hw = op_def(op).hw
+        if hw is None:
+            found.append((op, f"{op.kind} has no hardware unit yet"))
+        elif hw.check is not None and op.type is not None and op.type.fmt is not None:
+            reason = hw.check(graph, op)
+            if reason:
+                found.append((op, reason))
+    return found
 
 
 def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Program:
@@ -99,14 +146,13 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Progra
     ScheduleError
         Naming an op no unit can run, or a layer that does not fit the formats.
     """
-    for op in graph:
-        if op.kind not in _SCHEDULABLE:
-            raise ScheduleError(
-                f"op '{op.name}' ({op.kind}) cannot be mapped onto the generated units",
-                hint="the accelerator runs Linear layers; ReLU, GELU (erf form) and residual Add run fused "
-                "into the Linear before them (one whose output feeds nothing else)"
-                + ("" if op.kind in ("ReLU", "Add", "GELU") else f"; {op.kind} has no hardware unit yet"),
-            )
+    for op, reason in unsupported_ops(graph):
+        raise ScheduleError(
+            f"op '{op.name}' ({op.kind}) cannot be mapped onto the generated units: {reason}",
+            hint="`celosia check MODEL` lists every such op; the accelerator runs "
+            + ", ".join(k for k, d in _hardware_kinds().items() if d != "host")
+            + " (ReLU, GELU and a residual Add run fused into the Linear before them when it feeds nothing else)",
+        )
     linears = graph.ops("Linear")
     if not linears:
         raise ScheduleError(f"graph '{graph.name}' has no Linear op: nothing to accelerate")
@@ -115,109 +161,37 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Progra
     acc_bits = acc_bits or max(graph.op(op.inputs[2]).type.fmt.bits for op in linears)
     gelu_frac = _gelu_frac(linears, act_bits)
 
-    # Which tensors live in the scratchpad: Inputs and Linear outputs. Outputs alias their operand.
-    last_use: dict[str, int] = {}
+    binder = Binder(graph, lanes, act_bits, weight_bits, acc_bits)
     order = list(graph)
+    last_use = {src: i for i, op in enumerate(order) for src in op.inputs}
     for i, op in enumerate(order):
-        for src in op.inputs:
-            last_use[src] = i
-    pinned = {op.name for op in graph.inputs} | {op.inputs[0] for op in graph.outputs}
-    alloc = _Allocator()
-    place: dict[str, TensorPlacement] = {}
-
-    def place_tensor(op: Op) -> TensorPlacement:
-        rows, dim = _rows_and_dim(op.type.shape)
-        tiles = math.ceil(dim / lanes)
-        p = TensorPlacement(op.name, alloc.alloc(op.name, rows * tiles), rows, tiles, op.type.shape, op.type.fmt)
-        place[op.name] = p
-        return p
-
-    for op in graph.inputs:
-        place_tensor(op)
-
-    instructions: list[Instruction] = []
-    weight_words: list[int] = []
-    bias_words: list[int] = []
-    macs = padded = 0
-    for i, op in enumerate(order):
-        if op.kind != "Linear":
-            continue
-        p = _check_linear(graph, op, act_bits, weight_bits, acc_bits)
-        x = place[op.inputs[0]]
-        y = place_tensor(op)
-        w = np.asarray(graph.op(op.inputs[1]).attrs["codes"], dtype=np.int64)  # (N, K)
-        b = np.asarray(graph.op(op.inputs[2]).attrs["codes"], dtype=np.int64)
-        n, k = w.shape
-        kt, nt = x.tiles, y.tiles
-        wk = np.zeros((kt * lanes, nt * lanes), dtype=np.int64)
-        wk[:k, :n] = w.T
-        bp = np.zeros(nt * lanes, dtype=np.int64)
-        bp[:n] = b
-        w_addr, b_addr = len(weight_words), len(bias_words)
-        for nt_i in range(nt):
-            for kt_i in range(kt):
-                tile = wk[kt_i * lanes : (kt_i + 1) * lanes, nt_i * lanes : (nt_i + 1) * lanes]
-                weight_words.append(pack_lanes(tile.reshape(-1), weight_bits))
-            bias_words.append(pack_lanes(bp[nt_i * lanes : (nt_i + 1) * lanes], acc_bits))
-        r = place[op.inputs[3]] if len(op.inputs) == 4 else None
-        prev = instructions[-1] if instructions else None
-        chain = (
-            prev is not None
-            and prev.y_addr == x.addr
-            and prev.m == x.rows
-            and prev.nt == kt
-            and (r is None or not _overlaps(r.addr, r.words, prev.y_addr, prev.m * prev.nt))
-        )
-        instructions.append(
-            Instruction(
-                opcode=Opcode.LINEAR,
-                x_addr=x.addr,
-                y_addr=y.addr,
-                r_addr=r.addr if r else 0,
-                w_addr=w_addr,
-                b_addr=b_addr,
-                m=x.rows,
-                kt=kt,
-                nt=nt,
-                shift=p["shift"],
-                res_shift=p["res_shift"],
-                rounding=p["rounding"].code,
-                relu=int(p["relu"]),
-                gelu=int(op.attrs.get("activation") == "gelu"),
-                residual=int(r is not None),
-                out_bits=op.type.fmt.bits,
-                chain=int(chain),
-                comment=f"{op.name}: {x.rows}x{k} @ {k}x{n}",
-            )
-        )
-        macs += x.rows * k * n
-        padded += x.rows * kt * nt * lanes * lanes
-        for src in op.inputs:
-            if last_use.get(src) == i and src in place and src not in pinned:
-                alloc.free(src)
-    instructions.append(Instruction(opcode=Opcode.HALT, comment="end"))
-    for ins in instructions:
+        op_def(op).hw.emit(binder, op)
+        binder.free_dead(op, last_use, i)
+    binder.emit(Instruction(opcode=Opcode.HALT, comment="end"))
+    for ins in binder.instructions:
         ins.encode()  # range-check every field now, naming the layer
-    outputs = {}
-    for op in graph.outputs:
-        src = place[op.inputs[0]]
-        outputs[op.name] = TensorPlacement(op.name, src.addr, src.rows, src.tiles, op.type.shape, op.type.fmt)
     return Program(
         name=graph.name,
         lanes=lanes,
         act_bits=act_bits,
         weight_bits=weight_bits,
         acc_bits=acc_bits,
-        instructions=instructions,
-        weight_words=weight_words,
-        bias_words=bias_words,
-        scratch_words=alloc.high,
-        inputs={op.name: place[op.name] for op in graph.inputs},
-        outputs=outputs,
-        macs=macs,
-        padded_macs=padded,
+        instructions=binder.instructions,
+        weight_words=binder.weight_words,
+        bias_words=binder.bias_words,
+        scratch_words=binder.scratch_words,
+        inputs=binder.inputs,
+        outputs=binder.outputs,
+        macs=binder.macs,
+        padded_macs=binder.padded_macs,
         gelu_frac=gelu_frac,
     )
+
+
+def _hardware_kinds() -> dict[str, str]:
+    from celosia.ir.registry import registered
+
+    return {kind: d.hw.unit for kind, d in registered().items() if d.hw is not None}
 
 
 def _gelu_frac(linears: list[Op], act_bits: int) -> int | None:

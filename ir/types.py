@@ -30,11 +30,6 @@ class TensorType:
         """Number of elements."""
         return math.prod(self.shape)
 
-    @property
-    def is_quantized(self) -> bool:
-        """True once a fixed-point format has been assigned."""
-        return self.fmt is not None
-
     def with_fmt(self, fmt: Fixed | None) -> "TensorType":
         """The same shape with another format."""
         return TensorType(self.shape, fmt)

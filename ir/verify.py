@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celosia.errors import GraphError
 from celosia.ir.graph import Graph
-from celosia.ir.ops import infer_type, spec_of
+from celosia.ir.registry import infer_type, op_def
 
 __all__ = ["verify"]
 
@@ -25,7 +25,7 @@ def verify(graph: Graph, *, quantized: bool = False) -> Graph:
     if graph.has_cycle():
         list(graph)  # raises a GraphError naming the cycle
     for op in graph:
-        spec_of(op)
+        op_def(op)
         if op.type is None:
             raise GraphError(f"op '{op.name}' ({op.kind}) has no type", hint="run infer_shapes first")
         expected = infer_type(op, [graph.op(i).type for i in op.inputs])

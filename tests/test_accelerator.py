@@ -9,7 +9,7 @@ from celosia.ir.pipeline import lower
 from celosia.ir.quantize import Precision
 from celosia.ir.schedule import schedule
 from celosia.sim.accel_sim import AcceleratorSim
-from celosia.sim.golden import run_int
+from celosia.ir.golden import run_int
 from celosia.sim.perf import predict_cycles
 
 pytestmark = pytest.mark.slow

@@ -22,7 +22,7 @@ from celosia.errors import CelosiaError  # noqa: E402
 from celosia.frontend import onnx as onnx_frontend  # noqa: E402
 from celosia.frontend.builder import GraphBuilder  # noqa: E402
 from celosia.ir.passes import fuse_attention  # noqa: E402
-from celosia.sim.golden import run_float  # noqa: E402
+from celosia.ir.golden import run_float  # noqa: E402
 
 OPSET = 23
 

@@ -10,7 +10,7 @@ from celosia.hw.accelerator import Accelerator
 from celosia.hw.verilog import write_verilog
 from celosia.ir.numerics import quantize
 from celosia.ir.program import pack_words, unpack_words
-from celosia.sim.golden import run_int
+from celosia.ir.golden import run_int
 from celosia.sim.harness import VerilatedDesign
 from celosia.sim.uart_link import SimSerial
 

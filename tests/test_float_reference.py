@@ -9,7 +9,7 @@ from onnx.reference import ReferenceEvaluator
 
 from celosia.frontend.builder import GraphBuilder
 from celosia.frontend.zoo import get_model
-from celosia.sim.golden import run_float
+from celosia.ir.golden import run_float
 
 
 def to_onnx(graph):

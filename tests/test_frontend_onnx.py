@@ -12,7 +12,7 @@ from celosia.frontend.onnx import check, load
 from celosia.frontend.support import UnsupportedOpsError
 from celosia.frontend.transformers import digits_calibration, load_weights, text_windows
 from celosia.frontend.zoo import get_model
-from celosia.sim.golden import run_float
+from celosia.ir.golden import run_float
 
 OPSET = 23
 

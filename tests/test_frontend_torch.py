@@ -15,7 +15,7 @@ from celosia.frontend.zoo import get_model  # noqa: E402
 from celosia.ir.numerics import dequantize  # noqa: E402
 from celosia.ir.pipeline import lower  # noqa: E402
 from celosia.ir.quantize import Precision  # noqa: E402
-from celosia.sim.golden import run_float, run_int  # noqa: E402
+from celosia.ir.golden import run_float, run_int  # noqa: E402
 
 
 def _close(got, want):

@@ -15,7 +15,7 @@ from celosia.ir.quantize import Precision
 from celosia.ir.schedule import schedule
 from celosia.ir.types import TensorType
 from celosia.ir.verify import verify
-from celosia.sim.golden import run_float, run_int
+from celosia.ir.golden import run_float, run_int
 
 
 def residual_mlp(seed=0, batch=3):

@@ -12,7 +12,7 @@ from celosia.ir.numerics import Fixed, dequantize, quantize
 from celosia.ir.pipeline import lower
 from celosia.ir.quantize import Precision
 from celosia.ir.silu import silu_error_bound, silu_float, silu_int
-from celosia.sim.golden import run_float, run_int
+from celosia.ir.golden import run_float, run_int
 
 
 def _codes(rng, shape, fmt, scale=1.0):

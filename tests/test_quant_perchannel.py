@@ -11,7 +11,7 @@ from celosia.ir import numerics as nx_
 from celosia.ir.numerics import Fixed, dequantize
 from celosia.ir.pipeline import lower
 from celosia.ir.quantize import Precision
-from celosia.sim.golden import run_float, run_int
+from celosia.ir.golden import run_float, run_int
 
 
 def _graph(rng, scales):
