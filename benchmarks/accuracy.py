@@ -30,7 +30,7 @@ from celosia.frontend.zoo import get_model
 from celosia.ir.numerics import dequantize
 from celosia.ir.pipeline import lower
 from celosia.ir.quantize import Precision
-from celosia.sim.golden import run_float, run_int
+from celosia.ir.golden import run_float, run_int
 
 POSITIONS = 1000
 

@@ -26,7 +26,7 @@ from celosia.ir.pipeline import lower  # noqa: E402
 from celosia.ir.quantize import Precision  # noqa: E402
 from celosia.ir.schedule import schedule  # noqa: E402
 from celosia.sim.accel_sim import AcceleratorSim  # noqa: E402
-from celosia.sim.golden import run_int  # noqa: E402
+from celosia.ir.golden import run_int  # noqa: E402
 
 CASES = {
     8: [(1, 64, 128), (16, 64, 64), (64, 128, 128), (128, 256, 128), (256, 256, 256), (50, 100, 30)],
