@@ -33,13 +33,13 @@ def main() -> None:
     ap.add_argument("--board", default="ulx3s-85f")
     args = ap.parse_args()
     prep = celosia.prepare(args.model, args.board)
-    prog, q = prep["program"], prep["qgraph"]
-    sample = prep["sampler"](1, 1)[0]
+    prog, q = prep.program, prep.qgraph
+    sample = prep.sampler(1, 1)[0]
     place = prog.inputs["x"]
     words = pack_words(quantize(sample["x"], q.op("x").type.fmt), place, prog.lanes, prog.act_bits)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        sim = AcceleratorSim(prog, tmp / "harness", scratch_depth=prep["scratch_depth"])
+        sim = AcceleratorSim(prog, tmp / "harness", scratch_depth=prep.scratch_depth)
         sim.write_words(place.addr, words)
         start_cycle = sim.dut.cycle
         t0 = time.perf_counter()

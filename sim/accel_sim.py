@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -26,15 +27,27 @@ class AcceleratorSim:
     program : Program
         The compiled model.
     build_dir : Path
-        Where the Verilog and the simulator library go (reused if unchanged).
+        Where the Verilog and the simulator library go (reused if unchanged); relative
+        paths and ``~`` are allowed.
+    scratch_depth : int, optional
+        Scratchpad words (default: the program's need).
+    verilog : Path, optional
+        Verilog of this program's accelerator (top ``celosia_accel``) written before, e.g. by
+        the flow's generate stage; by default it is generated into ``build_dir``.
+    progress : callable(str), optional
+        Receives status texts while the simulator library is built.
     """
 
-    def __init__(self, program: Program, build_dir: Path, *, scratch_depth: int | None = None):
+    def __init__(self, program: Program, build_dir: Path, *, scratch_depth: int | None = None,
+                 verilog: Path | None = None, progress: Callable[[str], None] | None = None):
         self.program = program
-        self.accel = Accelerator(program, scratch_depth)
-        build_dir = Path(build_dir)
-        self.verilog_path = write_verilog(self.accel, build_dir / f"{TOP_NAME}.v", TOP_NAME)
-        self.dut = VerilatedDesign.build([self.verilog_path], TOP_NAME, build_dir / "verilator")
+        build_dir = Path(os.path.abspath(os.path.expanduser(build_dir)))
+        if verilog is None:
+            accel = Accelerator(program, scratch_depth)
+            verilog = write_verilog(accel, build_dir / f"{TOP_NAME}.v", TOP_NAME)
+        self.verilog_path = Path(os.path.abspath(verilog))
+        self.dut = VerilatedDesign.build([self.verilog_path], TOP_NAME, build_dir / "verilator",
+                                         progress=progress)
         self.dut.reset()
 
     def write_words(self, addr: int, words: list[int]) -> None:

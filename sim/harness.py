@@ -38,13 +38,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -367,6 +367,11 @@ def _header_ports(header: str) -> dict[str, tuple[str, int, str, int]]:
 # --------------------------------------------------------------------------------------
 
 
+def _absolute(path: str | os.PathLike) -> Path:
+    """``path`` with ``~`` expanded, made absolute against the current directory."""
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
 @lru_cache(maxsize=None)
 def _cxx() -> tuple[str, str]:
     """(path, identity) of the C++ compiler."""
@@ -444,8 +449,12 @@ def _parse_classes_mk(text: str) -> tuple[dict[str, list[str]], dict[str, str]]:
     return lists, scalars
 
 
-def _run_compiles(jobs: list[tuple[list[str], Path, str]], n_jobs: int) -> None:
-    """Run compiler commands ``(argv, output, label)``, ``n_jobs`` at a time."""
+def _run_compiles(jobs: list[tuple[list[str], Path, str]], n_jobs: int,
+                  progress: Callable[[str], None] | None = None) -> None:
+    """Run compiler commands ``(argv, output, label)``, ``n_jobs`` at a time.
+
+    ``progress`` receives ``"compiling C++: k/n"`` as the jobs finish.
+    """
 
     def run(job: tuple[list[str], Path, str]) -> tuple[str, str, Path] | None:
         argv, out, label = job
@@ -456,14 +465,23 @@ def _run_compiles(jobs: list[tuple[list[str], Path, str]], n_jobs: int) -> None:
         log.write_text(" ".join(argv) + "\n" + proc.stdout + proc.stderr)
         return label, proc.stderr or proc.stdout, log
 
+    failures = []
+    if progress and jobs:
+        progress(f"compiling C++: 0/{len(jobs)}")
     with ThreadPoolExecutor(max_workers=max(1, n_jobs)) as pool:
-        failures = [f for f in pool.map(run, jobs) if f is not None]
+        futures = [pool.submit(run, job) for job in jobs]
+        for done, future in enumerate(as_completed(futures), 1):
+            if (failure := future.result()) is not None:
+                failures.append(failure)
+            if progress:
+                progress(f"compiling C++: {done}/{len(jobs)}")
     if failures:
         label, text, log = failures[0]
         raise ToolchainError(
             f"the C++ compiler failed on {label}:\n{_relevant_lines(text, r'error|Error')}",
             hint=f"the Verilog may use a construct this Verilator or compiler cannot handle; "
             f"the full log is {log}",
+            log=log,
         )
 
 
@@ -520,7 +538,7 @@ class VerilatedDesign:
     def __init__(self, library: Path, top: str, *, clock: str | None, reset: str | None,
                  trace_path: Path | None = None, build_seconds: float = 0.0, cached: bool = False):
         self.top = top
-        self.library = Path(library)
+        self.library = Path(os.path.abspath(os.path.expanduser(library)))
         self.build_seconds = build_seconds
         self.cached = cached
         self._h: int | None = None
@@ -575,7 +593,8 @@ class VerilatedDesign:
             self._inputs.pop(clock, None)  # tick() drives the clock
         self.trace_path: Path | None = None
         if lib.celosia_trace_enabled():
-            self.trace_path = Path(trace_path) if trace_path else self.library.parent / f"{top}.vcd"
+            self.trace_path = (Path(os.path.abspath(os.path.expanduser(trace_path))) if trace_path
+                               else self.library.parent / f"{top}.vcd")
 
         h = lib.celosia_new(str(self.trace_path).encode() if self.trace_path else None)
         if not h:
@@ -604,6 +623,7 @@ class VerilatedDesign:
         trace: bool = False,
         trace_path: Path | None = None,
         jobs: int | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> "VerilatedDesign":
         """Verilate, compile and load ``top`` (or reuse a cached library).
 
@@ -629,6 +649,12 @@ class VerilatedDesign:
             Where to write the VCD; defaults to ``build_dir / f"{top}.vcd"``.
         jobs : int, optional
             Parallel compiler processes; defaults to ``min(2, cpu count)``.
+        progress : callable(str), optional
+            Receives short status texts while a library is built ("verilating",
+            "compiling C++: 2/5", "linking"); not called on a cache hit.
+
+        Paths may be relative (to the current directory) or start with ``~``; they are made
+        absolute here, since Verilator and the compiler run in other working directories.
 
         Returns
         -------
@@ -640,7 +666,9 @@ class VerilatedDesign:
             If the Verilog cannot be parsed, the module or the clock / reset port is
             missing, or Verilator or the C++ compiler fails.
         """
-        files = [Path(verilog_files)] if isinstance(verilog_files, (str, os.PathLike)) else [Path(f) for f in verilog_files]
+        if isinstance(verilog_files, (str, os.PathLike)):
+            verilog_files = [verilog_files]
+        files = [_absolute(f) for f in verilog_files]
         if not files:
             raise ToolchainError(f"no Verilog files given for module '{top}'", hint="pass at least one .v file")
         sources = []
@@ -661,8 +689,12 @@ class VerilatedDesign:
         cls._check_port(top, names, parsed, clock, "clock", "clock=None")
         cls._check_port(top, names, parsed, reset, "reset", "reset=None")
 
-        build_dir = Path(build_dir)
-        build_dir.mkdir(parents=True, exist_ok=True)
+        build_dir = _absolute(build_dir)
+        try:
+            build_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ToolchainError(f"cannot create the Verilator build folder {build_dir}: {exc.strerror}",
+                                 hint="pass a build folder you can write to") from None
         verilator_exe()  # sets PATH / VERILATOR_ROOT, fails early if missing
         cxx, cxx_id = _cxx()
         template = resources.files("celosia.rtl_templates").joinpath(_TEMPLATE).read_text()
@@ -685,6 +717,8 @@ class VerilatedDesign:
         library = build_dir / f"libcelosia_{safe_top}_{digest}.so"
         if trace_path is None and trace:
             trace_path = build_dir / f"{top}.vcd"
+        elif trace_path is not None:
+            trace_path = _absolute(trace_path)
 
         cached = True
         t0 = time.perf_counter()
@@ -693,7 +727,7 @@ class VerilatedDesign:
                 cached = False
                 cls._build_library(
                     files, top, build_dir, library, parsed, clock, trace, template,
-                    cxx, cxx_id, jobs or max(1, min(2, os.cpu_count() or 1)),
+                    cxx, cxx_id, jobs or max(1, min(2, os.cpu_count() or 1)), progress,
                 )
         seconds = 0.0 if cached else time.perf_counter() - t0
         return cls(library, top, clock=clock, reset=reset, trace_path=trace_path,
@@ -735,8 +769,10 @@ class VerilatedDesign:
 
     @classmethod
     def _build_library(cls, files, top, build_dir, library, parsed, clock, trace, template,
-                       cxx, cxx_id, jobs) -> None:
+                       cxx, cxx_id, jobs, progress=None) -> None:
         import jinja2  # noqa: PLC0415
+
+        say = progress or (lambda _text: None)
 
         obj = build_dir / f"obj_{library.stem}"
         shutil.rmtree(obj, ignore_errors=True)
@@ -748,12 +784,15 @@ class VerilatedDesign:
         if trace:
             argv.append("--trace")
         argv += [str(f.resolve()) for f in files]
+        say(f"verilating {top}")
         proc = subprocess.run(argv, capture_output=True, text=True, cwd=obj)
-        (obj / "verilator.log").write_text(proc.stdout + proc.stderr)
+        log = obj / "verilator.log"
+        log.write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
             raise ToolchainError(
                 f"Verilator failed on module '{top}':\n{_relevant_lines(proc.stderr + proc.stdout, r'%Error')}",
-                hint=f"fix the Verilog; the full log is {obj / 'verilator.log'}",
+                hint=f"fix the Verilog; the full log is {log}",
+                log=log,
             )
 
         # 2. the port table, checked against the model's header
@@ -861,7 +900,7 @@ class VerilatedDesign:
             objects.append(out)
             compile_jobs.append(([*model_flags, opt, "-c", str(unit), "-o", str(out)],
                                  out, f"module '{top}' ({label})"))
-        _run_compiles(compile_jobs, jobs)
+        _run_compiles(compile_jobs, jobs, progress)
         for tmp, dst in tmp_runtime:
             os.replace(tmp, dst)
 
@@ -869,12 +908,15 @@ class VerilatedDesign:
         tmp_lib = obj / library.name
         link = [cxx, "-shared", "-fPIC", "-pthread", "-Wl,-z,defs", "-o", str(tmp_lib),
                 *map(str, objects)]
+        say("linking")
         proc = subprocess.run(link, capture_output=True, text=True)
         if proc.returncode != 0:
-            (obj / "link.log").write_text(proc.stdout + proc.stderr)
+            log = obj / "link.log"
+            log.write_text(proc.stdout + proc.stderr)
             raise ToolchainError(
                 f"linking the harness of module '{top}' failed:\n{_relevant_lines(proc.stderr, r'error|undefined')}",
-                hint=f"the full log is {obj / 'link.log'}",
+                hint=f"the full log is {log}",
+                log=log,
             )
         os.replace(tmp_lib, library)
         shutil.rmtree(obj, ignore_errors=True)

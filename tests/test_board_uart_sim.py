@@ -20,8 +20,8 @@ DIVISOR = 8
 @pytest.mark.slow
 def test_inference_over_uart_matches_golden(tmp_path):
     prep = celosia.prepare("mlp-micro", "icebreaker")
-    prog, q = prep["program"], prep["qgraph"]
-    top = SimTop(Accelerator(prog, prep["scratch_depth"]), DIVISOR)
+    prog, q = prep.program, prep.qgraph
+    top = SimTop(Accelerator(prog, prep.scratch_depth), DIVISOR)
     path = write_verilog(top, tmp_path / "board_sim.v", "board_sim")
     with VerilatedDesign.build([path], "board_sim", tmp_path / "v") as dut:
         dut.reset()
@@ -30,7 +30,7 @@ def test_inference_over_uart_matches_golden(tmp_path):
         assert ident.word_bits == prog.lanes * prog.act_bits
         xin, xout = prog.inputs["x"], prog.outputs["logits"]
         for seed in range(3):
-            sample = prep["sampler"](1, seed + 10)[0]
+            sample = prep.sampler(1, seed + 10)[0]
             codes = quantize(sample["x"], q.op("x").type.fmt)
             cycles = host.run([(xin.addr, pack_words(codes, xin, prog.lanes, prog.act_bits))])
             got = unpack_words(host.read_words(xout.addr, xout.words), xout, prog.lanes, prog.act_bits)

@@ -83,4 +83,4 @@ def test_prepare_quantizes_an_onnx_file(tmp_path):
 
     onnx.save(to_onnx(get_model("mlp-micro").build(1)), path)
     prep = celosia.prepare(str(path), "ulx3s-85f", quant="w8a16")
-    assert prep["qgraph"].ops("Linear") and np.isfinite(prep["estimate"]["dsp"])
+    assert prep.qgraph.ops("Linear") and np.isfinite(prep.estimate["dsp"])

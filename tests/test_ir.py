@@ -145,9 +145,9 @@ def test_generation_is_deterministic():
     from celosia.hw.verilog import to_verilog
 
     runs = [celosia.prepare("mlp-micro", "icebreaker") for _ in range(2)]
-    assert runs[0]["program"].listing() == runs[1]["program"].listing()
-    assert runs[0]["program"].weight_words == runs[1]["program"].weight_words
-    texts = [to_verilog(Accelerator(r["program"]), "celosia_accel") for r in runs]
+    assert runs[0].program.listing() == runs[1].program.listing()
+    assert runs[0].program.weight_words == runs[1].program.weight_words
+    texts = [to_verilog(Accelerator(r.program), "celosia_accel") for r in runs]
     assert texts[0] == texts[1]
 
 
