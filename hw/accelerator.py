@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -31,12 +31,29 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.errors import HardwareGenerationError
 from celosia.hw.linear import LinearArray
+from celosia.hw.spad import InstructionLayout
 from celosia.ir.program import FIELDS, INSTR_BITS, Opcode, Program
 
-__all__ = ["Accelerator", "InstructionLayout"]
+__all__ = ["Accelerator", "InstructionLayout", "scratchpad_units"]
 
-#: The instruction word as an Amaranth layout, built from the one field list.
-InstructionLayout = data.StructLayout({name: bits for name, bits in FIELDS})
+
+def scratchpad_units(program: Program, addr_bits: int) -> list[tuple[tuple[int, ...], wiring.Component]]:
+    """The units a program needs besides the linear array, each with the opcodes it runs.
+
+    A unit is generated only when the program uses one of its opcodes (so a Linear-only model
+    builds the same hardware as before the units existed).
+    """
+    from celosia.hw.vector import VectorUnit
+
+    used = {ins.opcode for ins in program.instructions}
+    units = []
+    vector_ops = (Opcode.ADD, Opcode.COPY, Opcode.MEAN)
+    if used & set(vector_ops):
+        rows = max((ins.m for ins in program.instructions if ins.opcode == Opcode.MEAN), default=1)
+        units.append((vector_ops, VectorUnit(program.lanes, program.act_bits, addr_bits, InstructionLayout,
+                                             program.mean_consts, rows)))
+    return units
+
 
 _STAGING_DEPTH = 4
 
@@ -79,6 +96,7 @@ class Accelerator(wiring.Component):
         self.addr_bits = max(1, math.ceil(math.log2(depth)))
         self.linear = LinearArray(lanes, lanes, program.act_bits, program.weight_bits, program.acc_bits,
                                   gelu_frac=program.gelu_frac)
+        self.units = scratchpad_units(program, self.addr_bits)
         super().__init__(
             {
                 "host_addr": In(self.addr_bits),
@@ -107,7 +125,10 @@ class Accelerator(wiring.Component):
         m.submodules.bmem = bmem = Memory(
             shape=lanes * prog.acc_bits, depth=max(len(prog.bias_words), 1), init=prog.bias_words
         )
-        m.submodules.scratch = scratch = Memory(shape=self.word_bits, depth=self.scratch_depth, init=[])
+        init = [0] * (max(prog.scratch_init, default=-1) + 1)
+        for addr, word in prog.scratch_init.items():  # constant tensors, never overwritten
+            init[addr] = word
+        m.submodules.scratch = scratch = Memory(shape=self.word_bits, depth=self.scratch_depth, init=init)
         i_rd = imem.read_port()
         w_rd = wmem.read_port()
         b_rd = bmem.read_port()
@@ -130,17 +151,17 @@ class Accelerator(wiring.Component):
         n = Signal(10)
         x_row = Signal(16)  # x_addr + m*kt
         w_row = Signal(16)  # w_addr + n*kt
-        r_ptr = Signal(16)  # r_addr + m*nt + n
+        r_ptr = Signal(16)  # r_addr + m*r_stride + n
         issuing = Signal()
         req = Signal(26)  # write position of the previous instruction this read needs: k*m + row
         # write-back: the job being written, and the next one (decoded while this drains)
-        job_layout = data.StructLayout({"y_addr": 16, "m": 16, "nt": 10})
+        job_layout = data.StructLayout({"y_addr": 16, "m": 16, "nt": 10, "y_stride": 16})
         wjob = Signal(job_layout)
         next_job = Signal(job_layout)
         next_valid = Signal()  # the issuing instruction's outputs wait behind the current job
         wm = Signal(16)
         wn = Signal(10)
-        y_ptr = Signal(16)  # y_addr + wm*nt + wn
+        y_ptr = Signal(16)  # y_addr + wm*y_stride + wn
         writing = Signal()
         written = Signal(26)  # words the current write-back job has written
 
@@ -215,7 +236,7 @@ class Accelerator(wiring.Component):
                     with m.If(n == ins.nt - 1):
                         m.d.sync += issuing.eq(0)
                 with m.Else():
-                    m.d.sync += [mi.eq(mi + 1), x_row.eq(x_row + ins.kt), r_ptr.eq(r_ptr + ins.nt)]
+                    m.d.sync += [mi.eq(mi + 1), x_row.eq(x_row + ins.x_stride), r_ptr.eq(r_ptr + ins.r_stride)]
                     m.d.sync += req.eq(mi + 1)
             with m.Else():
                 m.d.sync += [k.eq(k + 1), req.eq(req + ins.m)]
@@ -242,11 +263,19 @@ class Accelerator(wiring.Component):
                 with m.If(wn == wjob.nt - 1):
                     m.d.sync += writing.eq(0)
             with m.Else():
-                m.d.sync += [wm.eq(wm + 1), y_ptr.eq(y_ptr + wjob.nt)]
+                m.d.sync += [wm.eq(wm + 1), y_ptr.eq(y_ptr + wjob.y_stride)]
         # The queued job starts the cycle after the current one's last write.
         with m.If(next_valid & ~writing):
             m.d.comb += [start_job.eq(1), new_job.eq(next_job)]
             m.d.sync += next_valid.eq(0)
+
+        # ---- scratchpad units (vector, row, attention): one runs at a time ---------------
+        for index, (_, unit) in enumerate(self.units):
+            m.submodules[f"unit{index}"] = unit
+        unit_opcodes = [op for opcodes, _ in self.units for op in opcodes] or [Opcode.HALT + 15]
+        active = Signal(range(max(len(self.units), 2)))
+        unit_started = Signal()  # the active unit was started last cycle (its busy rises now)
+        m.d.sync += unit_started.eq(Cat(*(u.job.start for _, u in self.units)).any() if self.units else 0)
 
         # ---- sequencing ----------------------------------------------------------------
         with m.FSM():
@@ -259,7 +288,8 @@ class Accelerator(wiring.Component):
             with m.State("DECODE"):
                 word = data.View(InstructionLayout, i_rd.data[: InstructionLayout.size])
                 job = Signal(job_layout)
-                m.d.comb += [job.y_addr.eq(word.y_addr), job.m.eq(word.m), job.nt.eq(word.nt)]
+                m.d.comb += [job.y_addr.eq(word.y_addr), job.m.eq(word.m), job.nt.eq(word.nt),
+                             job.y_stride.eq(word.y_stride)]
                 with m.If(word.opcode == Opcode.LINEAR):
                     with m.If(~next_valid):  # at most one job queued behind the writer
                         m.d.sync += [
@@ -273,11 +303,28 @@ class Accelerator(wiring.Component):
                         with m.Else():
                             m.d.comb += [start_job.eq(1), new_job.eq(job)]
                         m.next = "RUN"
-                with m.Elif(~writing & ~next_valid):  # HALT (or unknown): stop once all is written
-                    m.d.sync += busy.eq(0)
-                    m.next = "IDLE"
+                with m.Elif(~writing & ~next_valid):  # every earlier instruction has finished
+                    for index, (opcodes, unit) in enumerate(self.units):
+                        with m.If(word.opcode.matches(*opcodes)):
+                            m.d.comb += [unit.job.start.eq(1), unit.job.ins.eq(word)]
+                            m.d.sync += active.eq(index)
+                            m.next = "UNIT"
+                    with m.If(~word.opcode.matches(*unit_opcodes)):  # HALT (or unknown): stop
+                        m.d.sync += busy.eq(0)
+                        m.next = "IDLE"
             with m.State("RUN"):  # the next instruction is fetched as soon as this one has issued
                 with m.If(~issuing):
                     m.d.sync += pc.eq(pc + 1)
                     m.next = "FETCH"
+            with m.State("UNIT"):  # a scratchpad unit runs alone; it owns the scratchpad ports
+                for index, (_, unit) in enumerate(self.units):
+                    with m.If(active == index):
+                        m.d.comb += [
+                            x_rd.addr.eq(unit.rd0.addr), r_rd.addr.eq(unit.rd1.addr),
+                            unit.rd0.data.eq(x_rd.data), unit.rd1.data.eq(r_rd.data),
+                            s_wr.addr.eq(unit.wr.addr), s_wr.data.eq(unit.wr.data), s_wr.en.eq(unit.wr.en),
+                        ]
+                        with m.If(~unit.job.busy & ~unit_started):
+                            m.d.sync += pc.eq(pc + 1)
+                            m.next = "FETCH"
         return m

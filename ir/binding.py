@@ -16,14 +16,39 @@ from celosia.ir.graph import Op
 from celosia.ir.program import Instruction, Opcode, pack_lanes
 from celosia.ir.registry import Binding
 
-__all__ = ["HOST_BINDING", "LINEAR_BINDING"]
+__all__ = ["HOST_BINDING", "LINEAR_BINDING", "VECTOR_ADD", "VECTOR_LAYOUT", "VECTOR_CONCAT", "VECTOR_MEAN",
+           "vector_cycles", "instruction_cycles", "emit_copy", "concat_region", "row_runs"]
+
+#: The vector unit's timing contract (hw/vector.py is held to it by tests/test_vector_unit.py):
+#: ADD/COPY stream one word per cycle plus this pipeline latency; MEAN takes per tile its rows,
+#: then one cycle per lane, plus this overhead.
+VECTOR_STREAM_LATENCY = 5
+VECTOR_MEAN_OVERHEAD = 9
+
+
+def vector_cycles(ins: Instruction, lanes: int) -> int:
+    """Cycles the vector unit is busy for ``ins``: ``m·nt + 5`` (ADD, COPY), ``nt·(m + lanes + 9)`` (MEAN)."""
+    if ins.opcode == Opcode.MEAN:
+        return ins.nt * (ins.m + lanes + VECTOR_MEAN_OVERHEAD)
+    return ins.m * ins.nt + VECTOR_STREAM_LATENCY
+
+
+def instruction_cycles(ins: Instruction, lanes: int) -> int:
+    """Busy cycles of a scratchpad-unit instruction, from the binding that emits its opcode."""
+    from celosia.ir.registry import registered
+
+    for d in registered().values():
+        if d.hw is not None and ins.opcode in d.hw.opcodes and d.hw.cost is not None:
+            return d.hw.cost(ins, lanes)
+    raise ScheduleError(f"no unit declares the cost of opcode {Opcode(ins.opcode).name}")
 
 
 def _emit_host(binder, op: Op) -> None:
-    """Inputs get pinned scratchpad space (the host writes them); Outputs alias their operand;
-    Consts are read from ROM by the op that uses them."""
+    """Inputs get pinned scratchpad space (the host writes them, after the layout transform of a
+    Reshape/Transpose chain on them); Outputs alias their operand; Consts are read from ROM by
+    the op that uses them, or from the preloaded pool (:meth:`Binder.placement`)."""
     if op.kind == "Input":
-        binder.place(op, pinned=True)
+        binder.place_input(op)
     elif op.kind == "Output":
         binder.alias_output(op)
 
@@ -89,6 +114,8 @@ def _emit_linear(binder, op: Op) -> None:
         and prev.y_addr == x.addr
         and prev.m == x.rows
         and prev.nt == kt
+        and x.dense
+        and prev.y_stride == prev.nt
         and (r is None or not _overlaps(r.addr, r.words, prev.y_addr, prev.m * prev.nt))
     )
     binder.emit(
@@ -97,6 +124,9 @@ def _emit_linear(binder, op: Op) -> None:
             x_addr=x.addr,
             y_addr=y.addr,
             r_addr=r.addr if r else 0,
+            x_stride=x.row_stride,
+            y_stride=y.row_stride,
+            r_stride=r.row_stride if r else 0,
             w_addr=w_addr,
             b_addr=b_addr,
             m=x.rows,
@@ -129,3 +159,213 @@ def _linear_unsupported(graph, op: Op) -> str | None:
 
 LINEAR_BINDING = Binding(unit="linear", opcodes=(Opcode.LINEAR,), emit=_emit_linear, cost=_linear_cost,
                          check=_linear_unsupported)
+
+
+# ---- the vector unit: elementwise sums, copies, means; layout ops as views ----------------------------
+
+#: Largest left shift the vector unit applies to an ADD/COPY operand (hw.vector.VectorUnit).
+VECTOR_MAX_SHIFT = 24
+
+
+def _shifts(names_fracs: list[tuple[str, int]], out_frac: int, op: Op) -> tuple[list[int], int]:
+    """Left shifts aligning the operands, and the right shift to the output, of an exact
+    ``requantize(Σ operand·2^(F − frac), F, out)`` with ``F`` the finest operand."""
+    finest = max(f for _, f in names_fracs)
+    extra = max(out_frac - finest, 0)
+    lefts = [finest - f + extra for _, f in names_fracs]
+    for (name, _), left in zip(names_fracs, lefts):
+        if left > VECTOR_MAX_SHIFT:
+            raise ScheduleError(
+                f"{op.kind} '{op.name}': operand '{name}' needs a left shift of {left} bits to align it, "
+                f"the vector unit shifts at most {VECTOR_MAX_SHIFT}",
+                hint="the operands' formats are too far apart; quantize with fewer fractional bits")
+    return lefts, max(finest - out_frac, 0)
+
+
+def emit_copy(binder, src, dst, fin, fout, *, y_lanes: int = 0, comment: str = "") -> None:
+    """One COPY instruction: ``dst = requantize(src, fin → fout)`` over ``src``'s rows and tiles."""
+    (left,), right = _shifts([(src.name, fin.frac)], fout.frac, binder.current or Op(src.name, "Copy"))
+    binder.emit(Instruction(
+        opcode=Opcode.COPY, x_addr=src.addr, x_stride=src.row_stride, y_addr=dst.addr, y_stride=dst.row_stride,
+        m=src.rows, nt=src.tiles, x_shift=left, shift=right, rounding=2, out_bits=fout.bits, y_lanes=y_lanes,
+        comment=comment or f"copy {src.name} -> {dst.name}"))
+
+
+def row_runs(src_rows) -> list[tuple[int, int, int, int]]:
+    """Split a destination-row -> source-row map into runs ``(dst0, src0, count, step)`` in which the
+    source row grows by a constant step (each run is one strided view or one COPY)."""
+    src_rows = [int(r) for r in np.asarray(src_rows).reshape(-1)]
+    runs, i = [], 0
+    while i < len(src_rows):
+        j = i + 1
+        step = src_rows[j] - src_rows[i] if j < len(src_rows) else 1
+        if step <= 0:
+            step = 1
+            j = i + 1
+        else:
+            while j < len(src_rows) and src_rows[j] - src_rows[j - 1] == step:
+                j += 1
+        runs.append((i, src_rows[i], j - i, step))
+        i = j
+    return runs
+
+
+def _leading(shape) -> tuple[int, ...]:
+    return tuple(shape[:-1]) or (1,)
+
+
+def _row_map(op: Op, src_shape) -> np.ndarray | None:
+    """For a layout op that keeps the last axis: the source row of each destination row."""
+    from celosia.ir.layout import layout_apply
+
+    rows = np.arange(int(np.prod(_leading(src_shape)))).reshape(_leading(src_shape))
+    rank = len(src_shape)
+    if op.kind == "Reshape":
+        return rows.reshape(-1) if op.type.shape[-1] == src_shape[-1] else None
+    if op.kind == "Transpose":
+        perm = tuple(op.attrs["perm"])
+        return np.transpose(rows, perm[:-1]).reshape(-1) if perm[-1] == rank - 1 and rank > 1 else None
+    if op.kind == "Slice":
+        axis = int(op.attrs.get("axis", 0)) % rank
+        if axis == rank - 1:
+            return None
+        return layout_apply("Slice", {**op.attrs, "axis": axis}, rows).reshape(-1)
+    return None
+
+
+def _emit_layout(binder, op: Op) -> None:
+    """Reshape / Transpose / Slice as a strided view of the operand's words, else as COPYs."""
+    src = binder.placement(op.inputs[0])
+    shape, lanes = op.type.shape, binder.lanes
+    width = src.shape[-1]
+    rows_map = _row_map(op, src.shape)
+    if rows_map is not None:
+        runs = row_runs(rows_map)
+        if len(runs) == 1:
+            _, src0, count, step = runs[0]
+            binder.view(op.name, src, addr=src.addr + src0 * src.row_stride, rows=count, tiles=src.tiles,
+                        stride=src.row_stride * step, shape=shape, fmt=op.type.fmt)
+            return
+        dst = binder.place(op)
+        for dst0, src0, count, step in runs:
+            part = type(src)(src.name, src.addr + src0 * src.row_stride, count, src.tiles, src.shape, src.fmt,
+                             src.row_stride * step)
+            target = type(dst)(dst.name, dst.addr + dst0 * dst.row_stride, count, dst.tiles, shape, dst.fmt)
+            emit_copy(binder, part, target, src.fmt, op.type.fmt, comment=f"{op.name}: rows {dst0}..{dst0 + count - 1}")
+        return
+    if op.kind == "Slice":  # a range of columns: an offset into every row's words
+        start, stop = int(op.attrs.get("start", 0)), int(op.attrs.get("stop", width))
+        if start % lanes:
+            raise ScheduleError(
+                f"Slice '{op.name}': columns {start}..{stop} start inside a scratchpad word ({lanes} lanes)",
+                hint=f"slice at a multiple of {lanes} columns; lane shifts need an element-level copy unit")
+        columns = dict(addr=src.addr + start // lanes, rows=src.rows, tiles=binder.tiles_of(stop - start),
+                       stride=src.row_stride, shape=shape, fmt=op.type.fmt)
+        if (stop - start) % lanes == 0 or stop == width:
+            binder.view(op.name, src, **columns)
+        else:  # the last word also holds the next columns: copy with them zeroed
+            view = type(src)(f"{op.name}.view", columns["addr"], src.rows, columns["tiles"], shape, op.type.fmt,
+                             src.row_stride)
+            emit_copy(binder, view, binder.place(op), src.fmt, op.type.fmt, y_lanes=(stop - start) % lanes,
+                      comment=f"{op.name}: columns {start}..{stop}")
+        return
+    if op.kind == "Reshape" and src.dense and width % lanes == 0 and shape[-1] % lanes == 0:
+        rows = int(np.prod(_leading(shape)))
+        binder.view(op.name, src, addr=src.addr, rows=rows, tiles=shape[-1] // lanes, stride=shape[-1] // lanes,
+                    shape=shape, fmt=op.type.fmt)
+        return
+    raise ScheduleError(
+        f"{op.kind} '{op.name}' moves elements across the last axis ({src.shape} -> {shape}); the scratchpad "
+        f"units move whole {lanes}-lane words",
+        hint="keep the last axis in place (transposes of leading axes, row slices and reshapes that keep or "
+             f"merge {lanes}-aligned rows are free), or apply it to a model input, where the host does it")
+
+
+def concat_region(binder, cat: Op, index: int) -> tuple[int, int, int, int] | None:
+    """Where part ``index`` of Concat ``cat`` lies in its words: ``(word offset, rows, tiles, stride)``,
+    or None when it is not one strided block of whole words."""
+    graph, lanes = binder.graph, binder.lanes
+    shape = cat.type.shape
+    axis = int(cat.attrs.get("axis", 0)) % len(shape)
+    parts = [graph.op(i).type.shape for i in cat.inputs]
+    tiles = binder.tiles_of(shape[-1])
+    before = sum(p[axis] for p in parts[:index])
+    part = parts[index]
+    if axis == len(shape) - 1:
+        if before % lanes or (part[-1] % lanes and index != len(parts) - 1):
+            return None
+        return before // lanes, int(np.prod(_leading(shape))), binder.tiles_of(part[-1]), tiles
+    rows = np.arange(int(np.prod(_leading(shape)))).reshape(_leading(shape))
+    index_range = [slice(None)] * rows.ndim
+    index_range[axis] = slice(before, before + part[axis])
+    runs = row_runs(rows[tuple(index_range)].reshape(-1))
+    if len(runs) != 1:
+        return None
+    _, dst0, count, step = runs[0]
+    return dst0 * tiles, count, tiles, tiles * step
+
+
+def _emit_concat(binder, op: Op) -> None:
+    """Parts written in place by their producers cost nothing; the others are copied in."""
+    dst = binder.placement(op.name) if binder.has(op.name) else binder.place(op)
+    for index, name in enumerate(op.inputs):
+        region = concat_region(binder, op, index)
+        if region is None:
+            raise ScheduleError(
+                f"Concat '{op.name}': part '{name}' does not fill whole {binder.lanes}-lane words of the result",
+                hint=f"concatenate along a leading axis, or along the last axis at multiples of {binder.lanes}")
+        addr, rows, tiles, stride = region
+        src = binder.placement(name)
+        if src.addr == dst.addr + addr and binder.owner(name) == binder.owner(op.name):
+            continue  # its producer wrote it in place
+        target = type(dst)(f"{op.name}[{index}]", dst.addr + addr, rows, tiles, src.shape, op.type.fmt,
+                           stride if stride != tiles else 0)
+        emit_copy(binder, src, target, src.fmt, op.type.fmt, comment=f"{op.name}: part {name}")
+
+
+def _emit_add(binder, op: Op) -> None:
+    a, b = (binder.placement(i) for i in op.inputs)
+    y = binder.place(op)
+    (xs, rs), right = _shifts([(a.name, a.fmt.frac), (b.name, b.fmt.frac)], op.type.fmt.frac, op)
+    binder.emit(Instruction(
+        opcode=Opcode.ADD, x_addr=a.addr, x_stride=a.row_stride, r_addr=b.addr, r_stride=b.row_stride,
+        y_addr=y.addr, y_stride=y.row_stride, m=y.rows, nt=y.tiles, x_shift=xs, res_shift=rs, shift=right,
+        rounding=2, out_bits=op.type.fmt.bits, comment=f"{op.name}: {a.name} + {b.name}"))
+
+
+def _emit_mean(binder, op: Op) -> None:
+    """Mean over a leading axis: one MEAN per output row, summing its strided source rows."""
+    from celosia.ir.reduce import mean_constant
+
+    src = binder.placement(op.inputs[0])
+    rank = len(src.shape)
+    axis = int(op.attrs.get("axis", 0)) % rank
+    if axis == rank - 1:
+        raise ScheduleError(f"Mean '{op.name}' over the last axis is a row reduction the vector unit does not run",
+                            hint="mean over tokens (a leading axis) runs on the vector unit")
+    y = binder.place(op)
+    n = src.shape[axis]
+    lead = _leading(src.shape)
+    inner = int(np.prod(lead[axis + 1:]))
+    rows = np.arange(int(np.prod(lead))).reshape(lead)
+    firsts = np.take(rows, 0, axis=axis).reshape(-1)  # first source row of each output row
+    fin, fout = src.fmt, op.type.fmt
+    c, r = mean_constant(n)
+    shift = fin.frac + r - fout.frac
+    if n == 1 or shift < 0:
+        raise ScheduleError(f"Mean '{op.name}': a mean over {n} rows into {fout} from {fin} is not a right shift",
+                            hint="an axis of length 1 needs no mean (reshape it away)")
+    if c not in binder.mean_consts:
+        binder.mean_consts.append(c)
+    for out_row, first in enumerate(firsts):
+        binder.emit(Instruction(
+            opcode=Opcode.MEAN, x_addr=src.addr + int(first) * src.row_stride, x_stride=src.row_stride * inner,
+            y_addr=y.addr + out_row * y.row_stride, y_stride=y.row_stride, m=n, nt=src.tiles,
+            p_addr=binder.mean_consts.index(c), shift=shift, rounding=2, out_bits=fout.bits,
+            comment=f"{op.name}: row {out_row}, mean of {n}"))
+
+
+VECTOR_ADD = Binding(unit="vector", opcodes=(Opcode.ADD,), emit=_emit_add, cost=vector_cycles)
+VECTOR_LAYOUT = Binding(unit="vector", opcodes=(Opcode.COPY,), emit=_emit_layout, cost=vector_cycles)
+VECTOR_CONCAT = Binding(unit="vector", opcodes=(Opcode.COPY,), emit=_emit_concat, cost=vector_cycles)
+VECTOR_MEAN = Binding(unit="vector", opcodes=(Opcode.MEAN,), emit=_emit_mean, cost=vector_cycles)

@@ -46,7 +46,7 @@ from celosia.errors import GraphError
 from celosia.ir import numerics as nx_
 from celosia.ir.attention import (attention_float, attention_int, attention_scores_float, attention_shapes,
                                   prob_format)
-from celosia.ir.binding import HOST_BINDING, LINEAR_BINDING
+from celosia.ir.binding import HOST_BINDING, LINEAR_BINDING, VECTOR_ADD, VECTOR_CONCAT, VECTOR_LAYOUT, VECTOR_MEAN
 from celosia.ir.elementwise import embedding_float, embedding_int, matmul_int, mul_int
 from celosia.ir.gelu import gelu_float, gelu_int
 from celosia.ir.graph import Graph, Op
@@ -447,7 +447,7 @@ for _d in [
     OpDef("ReLU", (1, 1), _same, lambda op, args: np.maximum(args[0], 0.0),
           lambda op, args, ins: _requantized(op, np.maximum(args[0], 0), ins), _keep_operand_format,
           summary="max(x, 0)"),
-    OpDef("Add", (2, 2), _add, lambda op, args: args[0] + args[1], _add_int, _activation,
+    OpDef("Add", (2, 2), _add, lambda op, args: args[0] + args[1], _add_int, _activation, hw=VECTOR_ADD,
           summary="elementwise sum of two tensors of one shape"),
     OpDef("Softmax", (1, 1), _same, _softmax_float, _softmax_int, _softmax_quant,
           summary="softmax over the last axis"),
@@ -474,17 +474,75 @@ for _d in [
     OpDef("MoE", (7, 7), _moe, lambda op, args: moe_float(*args, op.attrs), _moe_int,
           lambda ctx, op, override: override or moe_formats(ctx, op), _moe_calibrate,
           weights=(1, 3, 5), biases=(2, 4, 6), summary="mixture of experts: gate, top-k, expert MLPs, combine"),
-    OpDef("Reshape", (1, 1), _reshape, _layout_float, _layout_int, _keep_operand_format, summary="reshape"),
-    OpDef("Transpose", (1, 1), _transpose, _layout_float, _layout_int, _keep_operand_format,
+    OpDef("Reshape", (1, 1), _reshape, _layout_float, _layout_int, _keep_operand_format, hw=VECTOR_LAYOUT,
+          summary="reshape"),
+    OpDef("Transpose", (1, 1), _transpose, _layout_float, _layout_int, _keep_operand_format, hw=VECTOR_LAYOUT,
           summary="axis permutation"),
-    OpDef("Slice", (1, 1), _slice, _layout_float, _layout_int, _keep_operand_format,
+    OpDef("Slice", (1, 1), _slice, _layout_float, _layout_int, _keep_operand_format, hw=VECTOR_LAYOUT,
           summary="a contiguous range along one axis"),
     OpDef("Concat", (1, 64), _concat, lambda op, args: np.concatenate(args, axis=int(op.attrs.get("axis", 0))),
           lambda op, args, ins: concat_int(args, [i.type.fmt for i in ins], int(op.attrs.get("axis", 0)) % args[0].ndim,
                                            op.type.fmt),
-          _concat_quant, summary="concatenation along one axis"),
+          _concat_quant, hw=VECTOR_CONCAT, summary="concatenation along one axis"),
     OpDef("Mean", (1, 1), _mean, lambda op, args: mean_float(args[0], *_mean_args(op, args[0])),
           lambda op, args, ins: mean_int(args[0], ins[0].type.fmt, op.type.fmt, *_mean_args(op, args[0])),
-          _activation, summary="mean over one axis (mean pooling)"),
+          _activation, hw=VECTOR_MEAN, summary="mean over one axis (mean pooling)"),
+]:
+    register(_d)
+
+
+# ---- math, reductions, selection and casts from the frontends (semantics: celosia.ir.mathops) ----
+# Float-only ops (int_fn and quant None: quantize refuses them, check lists them) except Expand,
+# ReduceSum and ReduceMax, whose integer semantics are exact or one requantization.
+
+from celosia.ir import mathops as _mo  # noqa: E402
+
+
+def _unary(kind: str) -> OpDef:
+    fn = _mo.UNARY[kind]
+    return OpDef(kind, (1, 1), _same, lambda op, args: np.asarray(fn(args[0]), np.float64),
+                 summary=f"elementwise {kind.lower()} (float only)")
+
+
+def _binary(kind: str) -> OpDef:
+    fn = _mo.BINARY[kind]
+    return OpDef(kind, (2, 2), _mo.broadcast_shape, lambda op, args: np.asarray(fn(args[0], args[1]), np.float64),
+                 summary=f"elementwise {kind.lower()}, broadcasting (float only)")
+
+
+def _reduce_args(op: Op, x: np.ndarray) -> tuple[int, bool]:
+    return _mo.axis_of(op, x.ndim), bool(op.attrs.get("keepdims", False))
+
+
+def _reduce_int(op: Op, args: list[np.ndarray], ins: list[Op]) -> np.ndarray:
+    fn = _mo.reduce_sum_int if op.kind == "ReduceSum" else _mo.reduce_max_int
+    return fn(args[0], ins[0].type.fmt, op.type.fmt, *_reduce_args(op, args[0]))
+
+
+for _d in [
+    *(_unary(k) for k in _mo.UNARY),
+    *(_binary(k) for k in _mo.BINARY),
+    OpDef("Where", (3, 3), _mo.broadcast_shape, lambda op, args: _mo.where_float(*args),
+          summary="x where cond else y, broadcasting (float only)"),
+    OpDef("Expand", (1, 1), _mo.expand_shape, lambda op, args: _mo.expand_float(args[0], op.attrs["shape"]),
+          lambda op, args, ins: _requantized(op, np.broadcast_to(args[0], op.type.shape).copy(), ins),
+          _keep_operand_format, summary="broadcast to a larger shape (no compute)"),
+    OpDef("ReduceSum", (1, 1), _mo.reduce_shape,
+          lambda op, args: _mo.reduce_float("ReduceSum", args[0], *_reduce_args(op, args[0])), _reduce_int,
+          _activation, summary="sum over one axis"),
+    OpDef("ReduceMax", (1, 1), _mo.reduce_shape,
+          lambda op, args: _mo.reduce_float("ReduceMax", args[0], *_reduce_args(op, args[0])), _reduce_int,
+          _keep_operand_format, summary="max over one axis"),
+    OpDef("Gather", (2, 2), _mo.gather_shape,
+          lambda op, args: _mo.gather_float(op.name, args[0], args[1], _mo.axis_of(op, args[0].ndim)),
+          summary="take(data, indices, axis) (float only; constant indices import as Slice/Concat)"),
+    OpDef("TopK", (1, 1), _mo.topk_shape,
+          lambda op, args: _mo.topk_float(args[0], int(op.attrs["k"]), _mo.axis_of(op, args[0].ndim),
+                                          bool(op.attrs.get("largest", True)), op.attrs.get("output", "values")),
+          summary="k largest/smallest values or their indices along an axis (float only)"),
+    OpDef("Cast", (1, 1), _mo.cast_shape,
+          lambda op, args: _mo.cast_float(args[0], op.attrs["to"], bool(op.attrs.get("saturate", True)),
+                                          op.attrs.get("round_mode", "up")),
+          summary="round to a narrower float, integer or bool type (float only)"),
 ]:
     register(_d)

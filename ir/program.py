@@ -27,6 +27,11 @@ class Opcode(IntEnum):
 
     HALT = 0  # stop; the controller drops busy and the cycle counter freezes
     LINEAR = 1  # Y = epilogue(X @ W + b [+ R]) on the linear array
+    ADD = 2  # Y = requantize((X << x_shift) + (R << res_shift)) on the vector unit
+    COPY = 3  # Y = requantize(X << x_shift): moves, slices and concatenations, on the vector unit
+    MEAN = 4  # Y[t] = requantize(sum over rows of X[r, t] * c): mean over rows, on the vector unit
+    NORM = 5  # Y = LayerNorm / RMSNorm of the rows of X (record p_addr), on the row unit
+    ATTENTION = 6  # Y = attention(Q = X, K = R, V = V) (record p_addr), on the attention unit
 
 
 #: Instruction fields, least significant first: (name, bits).
@@ -48,6 +53,14 @@ FIELDS: list[tuple[str, int]] = [
     ("residual", 1),
     ("out_bits", 5),  # saturate to a signed out_bits-bit range
     ("chain", 1),  # X is the previous instruction's Y: start reading it as it is written
+    ("x_stride", 16),  # words from one row of X to the next (kt for a dense tensor)
+    ("r_stride", 16),  # words from one row of R to the next
+    ("y_stride", 16),  # words from one row of Y to the next (nt for a dense tensor)
+    ("v_addr", 16),  # a fourth operand (attention values)
+    ("v_stride", 16),
+    ("p_addr", 12),  # the unit's parameter record (constants of this instruction)
+    ("x_shift", 6),  # left shift of X before the vector unit's sum
+    ("y_lanes", 6),  # lanes of Y's last tile that hold data (0: all); the others are written as zero
 ]
 
 #: Width of one encoded instruction (fields padded to a multiple of 32 bits).
@@ -75,6 +88,14 @@ class Instruction:
     residual: int = 0
     out_bits: int = 0
     chain: int = 0
+    x_stride: int = 0
+    r_stride: int = 0
+    y_stride: int = 0
+    v_addr: int = 0
+    v_stride: int = 0
+    p_addr: int = 0
+    x_shift: int = 0
+    y_lanes: int = 0
     comment: str = field(default="", compare=False)
 
     def encode(self) -> int:
@@ -112,7 +133,9 @@ class Instruction:
 class TensorPlacement:
     """Where a tensor lives in the scratchpad: ``rows x tiles`` words from ``addr``.
 
-    Element ``(m, d)`` is lane ``d % lanes`` of word ``addr + m * tiles + d // lanes``.
+    Element ``(m, d)`` is lane ``d % lanes`` of word ``addr + m * stride + d // lanes``; ``stride``
+    (words from one row to the next) is ``tiles`` for a dense tensor and more for a view into a
+    wider one (a slice of columns, one part of a concatenation).
     """
 
     name: str
@@ -121,10 +144,21 @@ class TensorPlacement:
     tiles: int
     shape: tuple[int, ...]
     fmt: Fixed
+    stride: int = 0  # 0: dense (= tiles)
+
+    @property
+    def row_stride(self) -> int:
+        """Words from one row to the next."""
+        return self.stride or self.tiles
 
     @property
     def words(self) -> int:
-        return self.rows * self.tiles
+        """Words spanned from ``addr`` to the end of the last row."""
+        return (self.rows - 1) * self.row_stride + self.tiles if self.rows else 0
+
+    @property
+    def dense(self) -> bool:
+        return self.row_stride == self.tiles
 
 
 @dataclass
@@ -145,6 +179,19 @@ class Program:
     macs: int  # useful multiply-accumulates per run (unpadded shapes)
     padded_macs: int  # MACs the array performs, padding included
     gelu_frac: int | None = None  # the GELU epilogue's Fixed(act_bits, gelu_frac); None: no epilogue
+    scratch_init: dict[int, int] = field(default_factory=dict)  # constant tensors' words, preloaded
+    mean_consts: list[int] = field(default_factory=list)  # the vector unit's MEAN constants (p_addr)
+    op_instructions: dict[str, list[int]] = field(default_factory=dict)  # op name -> its instructions
+    # Input name -> flat source index of each element the host writes (a layout transform such as
+    # image -> patches, done by the host instead of an instruction); absent: written as is.
+    input_layouts: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def host_input(self, name: str, codes: np.ndarray) -> np.ndarray:
+        """Input ``name``'s codes in the layout the host writes them (:attr:`input_layouts`)."""
+        codes = np.asarray(codes)
+        if name in self.input_layouts:
+            return codes.reshape(-1)[self.input_layouts[name]].reshape(self.inputs[name].shape)
+        return codes
 
     @property
     def ideal_cycles(self) -> float:

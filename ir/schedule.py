@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from celosia.errors import ScheduleError
 from celosia.ir.graph import Graph, Op
 from celosia.ir.program import Instruction, Opcode, Program, TensorPlacement
@@ -24,11 +26,12 @@ def _rows_and_dim(shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 class _Allocator:
-    """First-fit allocation of scratchpad word ranges."""
+    """First-fit allocation of scratchpad word ranges, with a capacity."""
 
-    def __init__(self):
+    def __init__(self, capacity: int | None):
         self.live: dict[str, tuple[int, int]] = {}
         self.high = 0
+        self.capacity = capacity
 
     def alloc(self, name: str, words: int) -> int:
         addr = 0
@@ -36,9 +39,18 @@ class _Allocator:
             if addr + words <= start:
                 break
             addr = max(addr, start + size)
+        if self.capacity is not None and addr + words > self.capacity:
+            raise ScheduleError(
+                f"tensor '{name}' ({words} words) does not fit the scratchpad: it would end at word "
+                f"{addr + words}, the scratchpad has {self.capacity} ({self.used()} words live)",
+                hint="use a smaller batch or a board with more block RAM (see `celosia boards`)",
+            )
         self.live[name] = (addr, words)
         self.high = max(self.high, addr + words)
         return addr
+
+    def used(self) -> int:
+        return sum(size for _, size in self.live.values())
 
     def free(self, name: str) -> None:
         self.live.pop(name, None)
@@ -46,6 +58,12 @@ class _Allocator:
 
 class Binder:
     """What an op's binding places things through: tensors, memory images, instructions.
+
+    Tensors are allocated in the scratchpad by liveness; a tensor can also be a *view* of another
+    one's words (a slice, a reshape, one part of a concatenation): its words stay allocated while
+    any view of them is still to be read. Constant tensors an instruction reads from the
+    scratchpad (class tokens, positional tables) live in a pinned pool preloaded with the
+    bitstream (``Program.scratch_init``).
 
     Attributes
     ----------
@@ -55,55 +73,149 @@ class Binder:
     instructions : list of Instruction
     weight_words, bias_words : list of int
         Weight- and bias-memory images.
+    mean_consts : list of int
+        The vector unit's MEAN constants.
     """
 
-    def __init__(self, graph: Graph, lanes: int, act_bits: int, weight_bits: int, acc_bits: int):
+    def __init__(self, graph: Graph, lanes: int, act_bits: int, weight_bits: int, acc_bits: int,
+                 capacity: int | None = None):
         self.graph = graph
         self.lanes = lanes
         self.act_bits, self.weight_bits, self.acc_bits = act_bits, weight_bits, acc_bits
         self.instructions: list[Instruction] = []
         self.weight_words: list[int] = []
         self.bias_words: list[int] = []
+        self.mean_consts: list[int] = []
+        self.scratch_init: dict[int, int] = {}
+        self.input_layouts: dict[str, np.ndarray] = {}
         self.macs = self.padded_macs = 0
         self.outputs: dict[str, TensorPlacement] = {}
-        self._alloc = _Allocator()
+        self.op_instructions: dict[str, list[int]] = {}
+        self.current: Op | None = None  # the op being placed (instructions are credited to it)
+        self._alloc = _Allocator(capacity)
         self._place: dict[str, TensorPlacement] = {}
-        self._pinned: set[str] = {op.inputs[0] for op in graph.outputs}
+        self._owner: dict[str, str] = {}  # tensor -> the allocation its words belong to
+        self._readers: dict[str, set[str]] = {}  # allocation -> tensors still to be read from it
+        self._pinned: set[str] = set()
+        self._input_end: dict[str, str] = {}
+        self.done: set[str] = set()  # ops placed ahead of their turn (an input's layout chain)
 
-    def place(self, op: Op, *, pinned: bool = False) -> TensorPlacement:
-        """Allocate ``op``'s output: ``rows x ceil(D / lanes)`` words (docs/isa.md)."""
+    # ---- placement -------------------------------------------------------------------------------
+    def tiles_of(self, dim: int) -> int:
+        return math.ceil(dim / self.lanes)
+
+    def place(self, op: Op, *, pinned: bool = False, name: str | None = None) -> TensorPlacement:
+        """Allocate a dense tensor of ``op``'s shape: ``rows x ceil(D / lanes)`` words (docs/isa.md).
+
+        When the op's only reader is a Concatenation that can hold it in place, the op is written
+        straight into its part of the concatenation's words instead (no copy).
+        """
+        if name is None and not pinned:
+            slot = self._concat_slot(op)
+            if slot is not None:
+                return slot
+        name = name or op.name
         rows, dim = _rows_and_dim(op.type.shape)
-        tiles = math.ceil(dim / self.lanes)
-        p = TensorPlacement(op.name, self._alloc.alloc(op.name, rows * tiles), rows, tiles, op.type.shape, op.type.fmt)
-        self._place[op.name] = p
+        tiles = self.tiles_of(dim)
+        p = TensorPlacement(name, self._alloc.alloc(name, rows * tiles), rows, tiles, op.type.shape, op.type.fmt)
+        self._register(name, p, owner=name)
         if pinned:
-            self._pinned.add(op.name)
+            self._pinned.add(name)
         return p
 
+    def view(self, name: str, of: TensorPlacement, *, addr: int, rows: int, tiles: int, stride: int,
+             shape: tuple[int, ...], fmt) -> TensorPlacement:
+        """Make tensor ``name`` a view of ``of``'s words."""
+        p = TensorPlacement(name, addr, rows, tiles, tuple(shape), fmt, stride if stride != tiles else 0)
+        self._register(name, p, owner=self._owner[of.name])
+        return p
+
+    def reserve(self, name: str, shape: tuple[int, ...], fmt) -> TensorPlacement:
+        """Allocate a tensor before the op that produces it is placed (a concatenation's buffer)."""
+        rows, dim = _rows_and_dim(shape)
+        tiles = self.tiles_of(dim)
+        p = TensorPlacement(name, self._alloc.alloc(name, rows * tiles), rows, tiles, tuple(shape), fmt)
+        self._register(name, p, owner=name)
+        return p
+
+    def _concat_slot(self, op: Op) -> TensorPlacement | None:
+        from celosia.ir.binding import concat_region
+
+        users = self.graph.consumers(op.name)
+        if len(users) != 1:
+            return None
+        cat = self.graph.op(users[0])
+        if cat.kind != "Concat" or cat.inputs.count(op.name) != 1 or cat.type.fmt != op.type.fmt:
+            return None
+        region = concat_region(self, cat, cat.inputs.index(op.name))
+        if region is None:
+            return None
+        buffer = self._place.get(cat.name) or self.reserve(cat.name, cat.type.shape, cat.type.fmt)
+        addr, rows, tiles, stride = region
+        return self.view(op.name, buffer, addr=buffer.addr + addr, rows=rows, tiles=tiles, stride=stride,
+                         shape=op.type.shape, fmt=op.type.fmt)
+
+    def _register(self, name: str, p: TensorPlacement, *, owner: str) -> None:
+        self._place[name] = p
+        self._owner[name] = owner
+        self._readers.setdefault(owner, set()).add(name)
+
+    def owner(self, name: str) -> str:
+        """The allocation tensor ``name``'s words belong to."""
+        return self._owner[name]
+
+    def has(self, name: str) -> bool:
+        return name in self._place
+
     def placement(self, name: str) -> TensorPlacement:
-        """Where tensor ``name`` lives (it must have been placed by an earlier op)."""
-        try:
-            return self._place[name]
-        except KeyError:
-            raise ScheduleError(f"tensor '{name}' is not in the scratchpad",
-                                hint="it is a constant or was never placed; only activations are") from None
+        """Where tensor ``name`` lives; a constant is put into the preloaded pool on first use."""
+        if name not in self._place:
+            op = self.graph.op(name)
+            if op.kind != "Const":
+                raise ScheduleError(f"tensor '{name}' is not in the scratchpad", hint="it was never placed")
+            self._place_const(op)
+        return self._place[name]
+
+    def _place_const(self, op: Op) -> None:
+        from celosia.ir.program import pack_words
+
+        p = self.place(op, pinned=True)
+        codes = np.asarray(op.attrs["codes"], dtype=np.int64)
+        for i, word in enumerate(pack_words(codes, p, self.lanes, self.act_bits)):
+            self.scratch_init[p.addr + i] = word
 
     def alias_output(self, op: Op) -> None:
-        """An Output reads its operand's words in place."""
+        """An Output reads its operand's words in place (a dense copy first if it is a strided view)."""
         src = self.placement(op.inputs[0])
+        if not src.dense:
+            from celosia.ir.binding import emit_copy
+
+            dst = self.place(op, pinned=True, name=f"{op.name}.dense")
+            emit_copy(self, src, dst, self.graph.op(op.inputs[0]).type.fmt, op.type.fmt, comment=f"{op.name}: dense")
+            src = dst
+        self._pinned.add(self._owner[src.name])
         self.outputs[op.name] = TensorPlacement(op.name, src.addr, src.rows, src.tiles, op.type.shape, op.type.fmt)
 
+    # ---- instructions ----------------------------------------------------------------------------
     def emit(self, ins: Instruction, *, macs: int = 0, padded_macs: int = 0) -> None:
         """Append an instruction (and count its useful and performed MACs)."""
+        if self.current is not None:
+            self.op_instructions.setdefault(self.current.name, []).append(len(self.instructions))
         self.instructions.append(ins)
         self.macs += macs
         self.padded_macs += padded_macs
 
+    # ---- liveness ----------------------------------------------------------------------------------
     def free_dead(self, op: Op, last_use: dict[str, int], index: int) -> None:
-        """Release the operands of ``op`` whose last reader it is."""
-        for src in op.inputs:
-            if last_use.get(src) == index and src in self._place and src not in self._pinned:
-                self._alloc.free(src)
+        """Release the words of operands of ``op`` whose last reader it is (once no view needs them)."""
+        for src in set(op.inputs) | {op.name}:
+            if last_use.get(src, index) != index or src not in self._place:
+                continue
+            owner = self._owner[src]
+            readers = self._readers.get(owner, set())
+            readers.discard(src)
+            if not readers and owner not in self._pinned:
+                self._alloc.free(owner)
 
     @property
     def scratch_words(self) -> int:
@@ -112,7 +224,32 @@ class Binder:
 
     @property
     def inputs(self) -> dict[str, TensorPlacement]:
-        return {op.name: self._place[op.name] for op in self.graph.inputs}
+        return {op.name: self._place[self.input_tensor(op.name)] for op in self.graph.inputs}
+
+    def input_tensor(self, name: str) -> str:
+        """The tensor the host writes for Input ``name`` (the end of its layout chain)."""
+        return self._input_end.get(name, name)
+
+    def place_input(self, op: Op) -> None:
+        """Pin an Input; a chain of Reshape/Transpose on it becomes the host's layout transform:
+        the host writes the chain's result, so the chain costs no instruction."""
+        from celosia.ir.layout import layout_apply
+
+        chain = [op]
+        while True:
+            users = self.graph.consumers(chain[-1].name)
+            if len(users) != 1 or self.graph.op(users[0]).kind not in ("Reshape", "Transpose"):
+                break
+            chain.append(self.graph.op(users[0]))
+        end = chain[-1]
+        self.place(end, pinned=True)
+        index = np.arange(int(np.prod(op.type.shape))).reshape(op.type.shape)
+        for layout in chain[1:]:
+            index = layout_apply(layout.kind, layout.attrs, index)
+            self.done.add(layout.name)
+        if len(chain) > 1:
+            self.input_layouts[op.name] = index.reshape(-1)
+            self._input_end[op.name] = end.name
 
 
 def unsupported_ops(graph: Graph) -> list[tuple[Op, str]]:
@@ -129,7 +266,7 @@ def unsupported_ops(graph: Graph) -> list[tuple[Op, str]]:
     return found
 
 
-def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Program:
+def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None, capacity: int | None = None) -> Program:
     """Compile a quantized, fused graph into a :class:`Program` for a ``lanes x lanes`` array.
 
     Parameters
@@ -140,6 +277,8 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Progra
         Rows and columns of the linear array (also the scratchpad word's lanes).
     acc_bits : int, optional
         Accumulator width; defaults to the bias format's width.
+    capacity : int, optional
+        Scratchpad words available; a tensor that does not fit is refused, naming it.
 
     Raises
     ------
@@ -161,12 +300,15 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Progra
     acc_bits = acc_bits or max(graph.op(op.inputs[2]).type.fmt.bits for op in linears)
     gelu_frac = _gelu_frac(linears, act_bits)
 
-    binder = Binder(graph, lanes, act_bits, weight_bits, acc_bits)
+    binder = Binder(graph, lanes, act_bits, weight_bits, acc_bits, capacity)
     order = list(graph)
     last_use = {src: i for i, op in enumerate(order) for src in op.inputs}
     for i, op in enumerate(order):
-        op_def(op).hw.emit(binder, op)
+        if op.name not in binder.done:
+            binder.current = op
+            op_def(op).hw.emit(binder, op)
         binder.free_dead(op, last_use, i)
+    binder.current = None
     binder.emit(Instruction(opcode=Opcode.HALT, comment="end"))
     for ins in binder.instructions:
         ins.encode()  # range-check every field now, naming the layer
@@ -185,6 +327,10 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None) -> Progra
         macs=binder.macs,
         padded_macs=binder.padded_macs,
         gelu_frac=gelu_frac,
+        scratch_init=binder.scratch_init,
+        mean_consts=binder.mean_consts,
+        op_instructions=binder.op_instructions,
+        input_layouts=binder.input_layouts,
     )
 
 

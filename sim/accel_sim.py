@@ -90,7 +90,7 @@ class AcceleratorSim:
         for name, place in prog.inputs.items():
             if name not in codes:
                 raise SimulationError(f"no value for input '{name}' of '{prog.name}'")
-            self.write_words(place.addr, pack_words(codes[name], place, prog.lanes, prog.act_bits))
+            self.write_words(place.addr, pack_words(prog.host_input(name, codes[name]), place, prog.lanes, prog.act_bits))
         cycles = self.run()
         outputs = {
             name: unpack_words(self.read_words(place.addr, place.words), place, prog.lanes, prog.act_bits)

@@ -13,13 +13,18 @@ the controller beat by beat:
   issues a read of the word at write position ``p`` no earlier than one cycle
   after that word was written; an unchained one waits until 2 cycles after the
   previous instruction's last write, when that instruction's write-back is done;
-* HALT retires once every output is written.
+* HALT retires once every output is written;
+* any other instruction runs on a scratchpad unit (vector, row, attention) alone: it starts once every
+  earlier write is done (as HALT retires), keeps its unit busy for the cycles its binding states
+  (:func:`celosia.ir.binding.instruction_cycles`), and the next instruction is fetched 2 cycles
+  after the unit's busy falls.
 """
 
 from __future__ import annotations
 
 from celosia.hw.gelu import Gelu
 from celosia.hw.linear import LinearArray
+from celosia.ir.binding import instruction_cycles
 from celosia.ir.numerics import Fixed
 from celosia.ir.program import Opcode, Program
 
@@ -33,9 +38,14 @@ def predict_cycles(program: Program) -> int:
     prev_writes: list[int] = []  # write cycles of the previous LINEAR, in write order
     for ins in program.instructions:
         decode = fetch + 1
-        if ins.opcode != Opcode.LINEAR:
+        if ins.opcode == Opcode.HALT:
             last = prev_writes[-1] if prev_writes else -1
             return max(decode, last + 1) + 1
+        if ins.opcode != Opcode.LINEAR:
+            start = max(decode, (prev_writes[-1] if prev_writes else -1) + 1)
+            fetch = start + instruction_cycles(ins, program.lanes) + 2
+            prev_writes = []
+            continue
         queued = bool(prev_writes) and prev_writes[-1] >= decode
         t = decode  # cycle of the last issue so far
         writes = []

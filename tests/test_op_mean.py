@@ -55,6 +55,6 @@ def test_vector_mean_needs_keepdims():
         _mean_graph((8,), 0, False)
 
 
-def test_declared_once_without_a_unit_yet():
+def test_declared_once_and_bound_to_the_vector_unit():
     d = op_def("Mean")
-    assert d.int_fn is not None and d.quant is not None and d.hw is None
+    assert d.int_fn is not None and d.quant is not None and d.hw.unit == "vector"
