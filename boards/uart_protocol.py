@@ -34,15 +34,9 @@ __all__ = [
     "frame_bits", "Transport", "UartHost",
 ]
 
-CMD_WRITE = 0x57  # 'W'
-CMD_READ = 0x52  # 'R'
-CMD_START = 0x53  # 'S'
-CMD_CYCLES = 0x43  # 'C'
-CMD_IDENT = 0x49  # 'I'
-REPLY_OK = 0x4B  # 'K'
-REPLY_DONE = 0x44  # 'D'
-REPLY_UNKNOWN = 0x3F  # '?'
-IDENT_MAGIC = b"CELO"
+# The wire format is the bridge's (celosia.hw.host_protocol); the host side speaks the same bytes.
+from celosia.hw.host_protocol import (CMD_CYCLES, CMD_IDENT, CMD_READ, CMD_START, CMD_WRITE,  # noqa: E402
+                                      IDENT_MAGIC, REPLY_DONE, REPLY_OK, REPLY_UNKNOWN)
 
 _MAX_ADDR = 0xFFFF
 

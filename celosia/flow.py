@@ -131,7 +131,7 @@ class Prepared:
     scratch_depth : int
         Scratchpad words (a power of two).
     estimate : dict
-        DSP / BRAM use estimated before synthesis (``celosia.hw.budget.check_fit``).
+        DSP / BRAM use estimated before synthesis (``celosia.boards.budget.check_fit``).
     quant : str
         The precision preset.
     batch : int
@@ -398,7 +398,7 @@ def schedule_model(lowered: Lowered, board: Board) -> Prepared:
     ResourceError
         If the design needs more DSP or block RAM than the board has.
     """
-    from celosia.hw.budget import check_fit, choose_lanes
+    from celosia.boards.budget import check_fit, choose_lanes
     from celosia.ir.schedule import schedule
 
     program = schedule(lowered.qgraph, choose_lanes(board))

@@ -23,9 +23,8 @@ from amaranth.hdl import Cat, Const, Module, Signal, Value
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from celosia.boards.uart_protocol import (CMD_CYCLES, CMD_IDENT, CMD_READ, CMD_START,
-                                          CMD_WRITE, IDENT_MAGIC, REPLY_DONE, REPLY_OK,
-                                          REPLY_UNKNOWN)
+from celosia.hw.host_protocol import (CMD_CYCLES, CMD_IDENT, CMD_READ, CMD_START, CMD_WRITE, IDENT_MAGIC,
+                                      REPLY_DONE, REPLY_OK, REPLY_UNKNOWN)
 from celosia.errors import HardwareGenerationError
 from celosia.hw.uart import UartRx, UartTx, check_divisor
 
