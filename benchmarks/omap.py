@@ -9,9 +9,9 @@ uniform workload and under churn (delete a random item, insert a new key; 3N/8 c
 most 300,000, so that each page is visited several times), with the fullest bin block seen
 (the per-bin HBM block holds ``bin_block`` slots; reaching it would be fatal).
 
-Source: for N = 2^10 and 2^12 at alpha = 0.2 the generated RTL (``hw.omap``, Verilator through
+Source: for N = 2^10 and 2^12 at alpha = 0.2 the generated RTL (``celosia.omap.rtl``, Verilator through
 cocotb, 300 commands, full map), checked command by command against the golden model
-(responses, cycles, host log, host memory, HBM state); otherwise the golden model (``sim.omap``;
+(responses, cycles, host log, host memory, HBM state); otherwise the golden model (``celosia.omap.golden``;
 cycle-level, identical to the RTL where both run) with page encryption off (addresses, lengths
 and cycles do not depend on it) and, for N >= 2^18, a numpy RNG instead of the ChaCha20 stream
 so that initialisation stays in seconds.
@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
-from celosia.sim.omap import FastRNG, OmapConfig, OmapModel, Op
+from celosia.omap import FastRNG, OmapConfig, OmapModel, Op
 
 Z, CHI = 4, 16
 SPEC_HBM_BOUND_RATIO = 296_720 / 2**20  # the spec's bound at N = 2^20, alpha = 0.2
@@ -99,7 +99,7 @@ def run_case(n: int, alpha: float, queries: int, seed: int = 1) -> dict:
 
 def run_rtl_case(n: int, alpha: float, queries: int, work: Path, seed: int = 1) -> dict:
     """The same workload on the generated RTL (Verilator), checked against the golden model."""
-    from celosia.sim.omap_crypto import derive_keys
+    from celosia.omap.crypto import derive_keys
 
     from celosia.omap import compare_rtl, run_rtl
 
@@ -186,7 +186,7 @@ def main() -> None:
     payload = {
         "cases": cases, "baselines": baselines,
         "notes": "source rtl = generated RTL on Verilator, checked against the golden model; source golden = "
-                 "cycle-level golden model (sim.omap); block = one page slot; "
+                 "cycle-level golden model (celosia.omap.golden); block = one page slot; "
                  "host 1000 ns / HBM 100 ns round trip at 300 MHz; baseline formulas in docs/omap.md",
     }
     emit("omap", cases, ["n", "alpha", "p_cap", "blocks_per_query_mean", "blocks_per_query_max", "blocks_expected",

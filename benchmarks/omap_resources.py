@@ -24,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
 from celosia.boards.flow import find_tool
-from celosia.hw.omap_axi import OmapUnitAxi
+from celosia.omap.rtl import OmapUnitAxi
 from celosia.hw.verilog import to_verilog
-from celosia.sim.omap import OmapConfig
+from celosia.omap.config import OmapConfig
 
 U55C = {"lut": 1_303_680, "ff": 2_607_360, "dsp": 9_024, "bram36": 2_016}
 

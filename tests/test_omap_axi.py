@@ -1,10 +1,10 @@
 # amaranth: UnusedElaboratable=no
 """The oblivious map's AXI4 top on Verilator: AXI4 host master, HBM masters, key port.
 
-One Verilator build of :class:`celosia.hw.omap_axi.OmapUnitAxi` (64-bit host AXI; the key index,
+One Verilator build of :class:`celosia.omap.rtl.axi.OmapUnitAxi` (64-bit host AXI; the key index,
 the bin blocks, the bin loads and the page versions behind their own AXI4 masters; keys loaded
 through the ``key`` port: the bitstream holds none), several runs against the bench's AXI4
-slaves (tests/cocotb/omap_axi_tb.py; the HBM slaves answer within the modelled HBM latency with
+slaves (celosia/omap/tb/omap_axi_tb.py; the HBM slaves answer within the modelled HBM latency with
 random gaps and stalls as well):
 
 * random read latency within the modelled round trip, random gaps between R beats, WREADY
@@ -22,9 +22,9 @@ Configuration errors of the AXI top are checked without a build.
 from __future__ import annotations
 
 import pytest
-from celosia.sim.omap import OmapConfig, Status
-from celosia.sim.omap_crypto import derive_keys
-from celosia.sim.omap_memory import MemoryTiming
+from celosia.omap import OmapConfig, Status
+from celosia.omap.crypto import derive_keys
+from celosia.omap.memory import MemoryTiming
 from test_omap_rtl import UNIT_CFG, UNIT_SEED, golden_run, unit_workload
 
 from celosia.errors import HardwareGenerationError
@@ -52,8 +52,8 @@ def test_axi_top_matches_golden_model(axi_build):
     assert len(run.host_log) == len(gold.host.log) > cfg.host_pages
     assert run.extra["key_refused"] > 0  # junk beats offered after loading were refused
     # the index region on its own AXI4 master: whole buckets only, read and written back
-    from celosia.hw.omap_axi import OmapUnitAxi
-    from celosia.hw.omap_index import entry_slot_bits
+    from celosia.omap.rtl import OmapUnitAxi
+    from celosia.omap.rtl.index import entry_slot_bits
 
     unit = OmapUnitAxi(cfg, data_width=64).unit
     slot = entry_slot_bits(unit.entry_w) // 8
@@ -121,8 +121,8 @@ def test_axi_top_integrity_and_key_port(axi_build):
 
 
 def test_axi_configuration_errors():
-    from celosia.hw.omap import OmapUnit, key_words
-    from celosia.hw.omap_axi import OmapUnitAxi, check_axi_pages
+    from celosia.omap.rtl import OmapUnit, key_words
+    from celosia.omap.rtl import OmapUnitAxi, check_axi_pages
 
     cfg = OmapConfig(**AXI_CFG)
     assert check_axi_pages(cfg, 64) == 6

@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """The AXI4 page master of the oblivious map alone, on Amaranth's simulator (no Verilator build).
 
-:class:`celosia.hw.omap_axi.Axi4PageMaster` at 512-bit (one beat per 64-byte page, the
+:class:`celosia.omap.rtl.axi.Axi4PageMaster` at 512-bit (one beat per 64-byte page, the
 generated default) and 64-bit data (six beats per 48-byte page, as in the Verilator test):
 ARVALID/AWVALID rise in the very cycle of the request with the page's address and burst
 length; read beats are assembled into pages in order whatever the gaps; write pages leave as
@@ -16,7 +16,7 @@ import random
 
 import pytest
 from amaranth.sim import Simulator
-from celosia.hw.omap_axi import Axi4PageMaster
+from celosia.omap.rtl import Axi4PageMaster
 
 
 def _run(dut, script, cycles):

@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """The bin-block port of the oblivious map alone, on Amaranth's simulator (no Verilator build).
 
-:class:`celosia.hw.omap_blocks.BlockOnChip`, and :class:`~celosia.hw.omap_blocks.BlockAxi`
+:class:`celosia.omap.rtl.blocks.BlockOnChip`, and :class:`~celosia.omap.rtl.blocks.BlockAxi`
 against a small AXI4 slave written here (random READY stalls, R gaps and B delays; it checks
 INCR bursts of the slot size, full strobes, WLAST/RLAST, no 4 KiB crossing, VALID held until
 READY; a write becomes visible when its B response is sent, so a read that overtook a write
@@ -18,7 +18,7 @@ import random
 
 import pytest
 from amaranth.sim import Simulator
-from celosia.hw.omap_blocks import BlockAxi, BlockAxiSplit, BlockOnChip
+from celosia.omap.rtl.blocks import BlockAxi, BlockAxiSplit, BlockOnChip
 
 from celosia.errors import HardwareGenerationError
 
@@ -122,7 +122,7 @@ class Driver:
 
     A write buffer is known free once ``idle`` was seen after its strobe, or once a fetch
     strobed with or after it has delivered its last slot (it waited for the write). ``side``
-    maps a bin to its sub-port (:class:`~celosia.hw.omap_blocks.BlockAxiSplit`): each has its
+    maps a bin to its sub-port (:class:`~celosia.omap.rtl.blocks.BlockAxiSplit`): each has its
     own buffers, and a fetch waits only for the writes of its own.
     """
 

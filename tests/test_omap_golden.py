@@ -4,8 +4,8 @@ initialisation, bad commands, capacity (tier 6) and integrity (tier 7) of shared
 import random
 
 import pytest
-from celosia.sim.omap import OmapConfig, OmapModel, Op, Response, Status, default_p_cap
-from celosia.sim.omap_crypto import (
+from celosia.omap import OmapConfig, OmapModel, Op, Response, Status, default_p_cap
+from celosia.omap.crypto import (
     ChaChaRNG,
     chacha20_block,
     derive_keys,
@@ -348,7 +348,7 @@ def test_generate_and_cli(tmp_path, capsys):
     # the AXI4 top: host master ports and the key port (no key in the Verilog)
     assert "host__awaddr" in v and "host__rlast" in v and "key__payload" in v and "key" in rep["rtl"]["ports"]
     from celosia.omap import generate
-    from celosia.sim.omap_crypto import derive_keys
+    from celosia.omap.crypto import derive_keys
 
     rep = generate(256, 8, tmp_path / "const", constant_keys=True, axi_width=512)
     assert "key" not in rep["rtl"]["ports"] and rep["rtl"]["keys"].startswith("constant")

@@ -2,9 +2,9 @@
 """The oblivious map RTL on Verilator through cocotb.
 
 * The on-chip crypto cores (ChaCha20 block, SipHash-2-4, the CSPRNG pair sampler) bit for bit
-  against the pure-Python reference (:mod:`celosia.sim.omap_crypto`), with random valid gaps
+  against the pure-Python reference (:mod:`celosia.omap.crypto`), with random valid gaps
   and backpressure.
-* Spec tier 1: the whole unit (:class:`celosia.hw.omap.OmapUnit`) against the golden model on
+* Spec tier 1: the whole unit (:class:`celosia.omap.rtl.unit.OmapUnit`) against the golden model on
   the same seed, initial items and commands: identical responses, accept and response cycles,
   host transaction log (initialisation included), host memory (ciphertexts and tags) and final
   HBM-side state; then a tampered page halts both on the same command.
@@ -19,9 +19,9 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from celosia.hw.omap_crypto import ChaCha20Core, PairSampler, SipHash24Core
+from celosia.omap.rtl.crypto import ChaCha20Core, PairSampler, SipHash24Core
 from celosia.sim.cocotb_runner import run_cocotb
-from celosia.sim.omap_crypto import (
+from celosia.omap.crypto import (
     ChaChaRNG,
     chacha20_block,
     derive_keys,
@@ -94,7 +94,7 @@ def test_crypto_cores_match_reference(tmp_path):
         rng = ChaChaRNG(KEYS.rng)
         pairs.append({"prefix": name, "key": int.from_bytes(KEYS.rng, "little"), "w": smp.w, "seed": smp.bins,
                       "expected": [list(distinct_pair(rng, smp.bins)) for _ in range(100)]})
-    res = run_cocotb(dut, "omap_crypto_top", "omap_tb", tmp_path,
+    res = run_cocotb(dut, "omap_crypto_top", "omap_crypto_tb", tmp_path,
                      testcase=["chacha_blocks", "siphash_tags", "sampler_pairs"],
                      params={"chacha": chacha, "siphash": siphash, "pairs": pairs})
     assert sorted(res.tests) == ["chacha_blocks", "sampler_pairs", "siphash_tags"]
@@ -119,7 +119,7 @@ def unit_workload(seed=8, n_cmds=70):
 
 
 def golden_run(cfg, keys, items, cmds, tamper=None):
-    from celosia.sim.omap import OmapModel
+    from celosia.omap import OmapModel
 
     gold = OmapModel(cfg, keys=keys)
     gold.initialise(items)
@@ -141,7 +141,7 @@ UNIT_SEED = 21
 
 
 def test_unit_matches_golden_model(unit_build):
-    from celosia.sim.omap import OmapConfig, Status
+    from celosia.omap import OmapConfig, Status
 
     from celosia.omap import compare_rtl, run_rtl
 
@@ -197,7 +197,7 @@ def test_unit_full_bucket_and_capacity_fail_closed(unit_build):
     """Same build: a PUT refused by a full index bucket (FULL), and the item pool exhausted
     (FATAL_CAPACITY, then every command answered fail-closed in 2 cycles without memory traffic)."""
     from celosia.omap import compare_rtl, run_rtl
-    from celosia.sim.omap import OmapConfig, Status
+    from celosia.omap import OmapConfig, Status
 
     cfg = OmapConfig(**UNIT_CFG)
     keys = derive_keys(UNIT_SEED)
@@ -229,7 +229,7 @@ def test_unit_full_bin_block_fails_closed(tmp_path_factory):
     initialisation with more items than the blocks hold drops the overflowing items and ends
     fatal; the RTL matches the golden model in both (responses, cycles, host log and memory,
     HBM state)."""
-    from celosia.sim.omap import OmapConfig, OmapModel, Status
+    from celosia.omap import OmapConfig, OmapModel, Status
 
     from celosia.omap import compare_rtl, run_rtl
 

@@ -22,8 +22,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from celosia.sim.omap import OmapConfig, OmapModel, Op
-from celosia.sim.omap_crypto import derive_keys
+from celosia.omap import OmapConfig, OmapModel, Op
+from celosia.omap.crypto import derive_keys
 
 KEYS = derive_keys(11)
 FAMILY_ALPHA = 1e-3  # family-wise error rate of the statistical tests (Bonferroni)

@@ -1,7 +1,7 @@
 """On-chip crypto of the oblivious map unit: ChaCha20 block core, SipHash-2-4 core, pair sampler.
 
 All three are ARX only (32/64-bit add, rotate, xor) and match the pure-Python reference of
-:mod:`celosia.sim.omap_crypto` bit for bit:
+:mod:`celosia.omap.crypto` bit for bit:
 
 * :class:`ChaCha20Core` — one ChaCha20 block (RFC 8439) per request: one round per cycle
   (the four quarter rounds of a column or diagonal round in parallel), 20 rounds, then the

@@ -33,15 +33,15 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from celosia.hw.omap import HBM_AXI_REGIONS, OmapUnit
-from celosia.hw.omap_axi_bus import (
+from celosia.omap.rtl.unit import HBM_AXI_REGIONS, OmapUnit
+from celosia.omap.rtl.axi_bus import (
     BURST_INCR,
     RESP_OKAY,
     FallThroughQueue,
     axi4_signature,
 )
-from celosia.sim.omap import OmapConfig
-from celosia.sim.omap_crypto import OmapKeys
+from celosia.omap.config import OmapConfig
+from celosia.omap.crypto import OmapKeys
 
 from celosia.errors import HardwareGenerationError
 
@@ -232,22 +232,22 @@ class OmapUnitAxi(wiring.Component):
         AXI address width.
     hbm_axi : iterable of str
         HBM-side regions behind their own AXI4 master (default all of
-        :data:`~celosia.hw.omap.HBM_AXI_REGIONS`: ports ``hbm_index``, ``hbm_values``,
+        :data:`~celosia.omap.rtl.unit.HBM_AXI_REGIONS`: ports ``hbm_index``, ``hbm_values``,
         ``hbm_queues``, ``hbm_versions`` and ``hbm_loads``); the others stay on chip (simulation
         sizes only).
 
     Ports
     -----
     cmd, resp, key, keys_loaded, initialised, halted, late, dbg_sel, dbg_addr, dbg_data
-        As :class:`~celosia.hw.omap.OmapUnit` (``key``/``keys_loaded`` only with ``keys=None``).
+        As :class:`~celosia.omap.rtl.unit.OmapUnit` (``key``/``keys_loaded`` only with ``keys=None``).
     host : Out(axi4_signature)
         AXI4 master to host memory: one INCR burst of one page per transaction.
     hbm_index, hbm_values, hbm_queues, hbm_versions, hbm_loads : Out(axi4_signature)
         AXI4 masters to the index region (one burst per bucket,
-        :class:`~celosia.hw.omap_index.IndexAxi`), the value store and the eviction queues (the
+        :class:`~celosia.omap.rtl.index.IndexAxi`), the value store and the eviction queues (the
         HBM bins' and the pages' blocks: one burst per block, one beat per append,
-        :class:`~celosia.hw.omap_blocks.BlockAxiSplit`), the page versions and the
-        bin loads and fills (one beat per access, :class:`~celosia.hw.omap_words.WordAxi`), each
+        :class:`~celosia.omap.rtl.blocks.BlockAxiSplit`), the page versions and the
+        bin loads and fills (one beat per access, :class:`~celosia.omap.rtl.words.WordAxi`), each
         for its own HBM pseudo-channel.
     host_fault : Out(1)
         Sticky AXI fault (see :class:`Axi4PageMaster`).

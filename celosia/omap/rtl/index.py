@@ -26,11 +26,11 @@ one entry per cycle).
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from celosia.hw.omap_axi_bus import BURST_INCR, RESP_OKAY, axi4_signature
+from celosia.omap.rtl.axi_bus import BURST_INCR, RESP_OKAY, axi4_signature
 
 from celosia.errors import HardwareGenerationError
 
@@ -195,8 +195,3 @@ class IndexAxi(wiring.Component):
             with m.If(wbusy | aw_pend):
                 m.d.sync += fault.eq(1)
         return m
-
-
-def bucket_array(m: Module, n: int, width: int, name: str = "bkt"):
-    """``n`` entry registers as an ``Array`` (the unit's copy of the current bucket)."""
-    return Array(Signal(width, name=f"{name}{k}") for k in range(n))

@@ -1,4 +1,4 @@
-"""Helpers shared by the oblivious-map testbenches (not a test module)."""
+"""Helpers shared by the oblivious map's testbenches (not a cocotb test module)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""cocotb testbench of the oblivious map's AXI4 top (:class:`celosia.hw.omap_axi.OmapUnitAxi`).
+"""cocotb testbench of the oblivious map's AXI4 top (:class:`celosia.omap.rtl.OmapUnitAxi`),
+loaded by :func:`celosia.omap.run_rtl_axi`.
 
 One test, ``unit_axi_trace``, parameterised through ``CELOSIA_TB_PARAMS`` (``unit_file``: a JSON
 file written by :func:`celosia.omap.run_rtl_axi`):
@@ -22,10 +23,11 @@ import json
 import random
 
 import cocotb
-from celosia.sim.cocotb_runner import tb_params
-from omap_common import dump_regions
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
+from celosia.omap.tb.common import dump_regions
+from celosia.sim.cocotb_runner import tb_params
 
 
 class _Slave:

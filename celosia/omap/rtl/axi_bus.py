@@ -1,6 +1,6 @@
 """The AXI4 (full) interface as an ``amaranth.lib.wiring`` signature, shared by the oblivious
-map unit's AXI4 masters (host pages: :mod:`celosia.hw.omap_axi`; HBM index region:
-:mod:`celosia.hw.omap_index`)."""
+map unit's AXI4 masters (host pages: :mod:`celosia.omap.rtl.axi`; HBM index region:
+:mod:`celosia.omap.rtl.index`)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ queue, an AXI error response).
 
 HBM is unobservable in the threat model: only the unit's schedule has to cover the round trip
 (the keystream of a page starts once its version is in; see ``Schedule`` in
-:mod:`celosia.sim.omap`).
+:mod:`celosia.omap.golden`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from amaranth.hdl import Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from celosia.hw.omap_axi_bus import (
+from celosia.omap.rtl.axi_bus import (
     BURST_INCR,
     RESP_OKAY,
     FallThroughQueue,

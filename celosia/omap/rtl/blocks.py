@@ -61,13 +61,13 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from celosia.hw.omap_axi_bus import (
+from celosia.omap.rtl.axi_bus import (
     BURST_INCR,
     RESP_OKAY,
     FallThroughQueue,
     axi4_signature,
 )
-from celosia.hw.omap_index import entry_slot_bits
+from celosia.omap.rtl.index import entry_slot_bits
 
 from celosia.errors import HardwareGenerationError
 
@@ -219,7 +219,7 @@ class BlockAxi(wiring.Component):
     Parameters
     ----------
     slot_w : int
-        Bits per slot; the AXI data width is :func:`~celosia.hw.omap_index.entry_slot_bits` of
+        Bits per slot; the AXI data width is :func:`~celosia.omap.rtl.index.entry_slot_bits` of
         it (a power of two, at least 64, at most 1024).
     q : int
         Slots per block (beats per burst, 1 to 256).

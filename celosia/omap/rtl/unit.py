@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """The oblivious map unit (BOLT-style) as a ``wiring.Component``.
 
-One command at a time on the fixed schedule of :class:`celosia.sim.omap.Schedule`: a cycle
+One command at a time on the fixed schedule of :class:`celosia.omap.config.Schedule`: a cycle
 counter ``t`` starts at 0 in the cycle a command is accepted, host transactions are issued
 exactly at ``read1``/``read2``/``write1``/``write2``, the response is valid at ``respond`` and
 the next command is accepted at ``latency``. The datapath works as fast as it can in between;
@@ -9,7 +9,7 @@ the schedule's windows are sized for it, and a sticky ``late`` output flags a mi
 (never expected; the testbench checks it).
 
 Interfaces (host memory through a page-wide request/response pair here; the deployable top
-:class:`celosia.hw.omap_axi.OmapUnitAxi` puts an AXI4 master on it):
+:class:`celosia.omap.rtl.axi.OmapUnitAxi` puts an AXI4 master on it):
 
 ``cmd`` (in stream)
     op (8) | key_len (8) | key (64) | value_len (8) | value (8V), LSB first. op 0 GET, 1 PUT,
@@ -28,10 +28,10 @@ Interfaces (host memory through a page-wide request/response pair here; the depl
 ``hbm_index``, ``hbm_values``, ``hbm_queues``, ``hbm_loads``, ``hbm_versions`` (AXI4 masters,
 the regions named in ``hbm_axi``)
     one HBM pseudo-channel per region: the key index (one INCR burst per bucket,
-    :mod:`celosia.hw.omap_index`), the value store (the HBM bins' blocks) and the eviction
+    :mod:`celosia.omap.rtl.index`), the value store (the HBM bins' blocks) and the eviction
     queues (the host pages' blocks; one burst per block, single-slot appends,
-    :mod:`celosia.hw.omap_blocks`), the bin loads and block fills, the page versions (one beat
-    per word, :mod:`celosia.hw.omap_words`).
+    :mod:`celosia.omap.rtl.blocks`), the bin loads and block fills, the page versions (one beat
+    per word, :mod:`celosia.omap.rtl.words`).
 ``dbg_sel``/``dbg_addr``/``dbg_data``
     read-only view of the HBM-side regions kept on chip, and of the counters, for the testbench.
 ``hbm_fault``
@@ -52,12 +52,12 @@ from __future__ import annotations
 from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from celosia.hw.omap_blocks import BlockAxiSplit, BlockOnChip
-from celosia.hw.omap_crypto import ChaCha20Core, PairSampler, SipHash24Core
-from celosia.hw.omap_index import IndexAxi, IndexOnChip
-from celosia.hw.omap_words import WordAxi, WordOnChip
-from celosia.sim.omap import OmapConfig, Status
-from celosia.sim.omap_crypto import OmapKeys
+from celosia.omap.rtl.blocks import BlockAxiSplit, BlockOnChip
+from celosia.omap.rtl.crypto import ChaCha20Core, PairSampler, SipHash24Core
+from celosia.omap.rtl.index import IndexAxi, IndexOnChip
+from celosia.omap.rtl.words import WordAxi, WordOnChip
+from celosia.omap.config import OmapConfig, Status
+from celosia.omap.crypto import OmapKeys
 
 from celosia.errors import HardwareGenerationError
 
@@ -137,7 +137,7 @@ class _Mac(wiring.Component):
 
 
 class OmapUnit(wiring.Component):
-    """Oblivious map unit for one :class:`~celosia.sim.omap.OmapConfig`.
+    """Oblivious map unit for one :class:`~celosia.omap.config.OmapConfig`.
 
     Parameters
     ----------
@@ -151,11 +151,11 @@ class OmapUnit(wiring.Component):
     hbm_axi : iterable of str
         Regions behind their own AXI4 master (an HBM pseudo-channel each), out of
         ``HBM_AXI_REGIONS``: ``"index"`` (port ``hbm_index``, one burst per bucket,
-        :class:`~celosia.hw.omap_index.IndexAxi`), ``"blocks"`` (ports ``hbm_values`` for the
+        :class:`~celosia.omap.rtl.index.IndexAxi`), ``"blocks"`` (ports ``hbm_values`` for the
         HBM bins' blocks and ``hbm_queues`` for the pages', one burst per bin block,
-        :class:`~celosia.hw.omap_blocks.BlockAxiSplit`), ``"versions"`` (port
+        :class:`~celosia.omap.rtl.blocks.BlockAxiSplit`), ``"versions"`` (port
         ``hbm_versions``) and ``"loads"`` (port ``hbm_loads``, load and block fill of each bin),
-        one beat per access (:class:`~celosia.hw.omap_words.WordAxi`). The others are on-chip
+        one beat per access (:class:`~celosia.omap.rtl.words.WordAxi`). The others are on-chip
         memories behind the same ports.
     """
 

@@ -7,7 +7,7 @@ logs are for debugging and bandwidth accounting only (HBM is on package, unobser
 
 Timing: a channel has a round-trip ``latency`` (cycles from issuing a read to its first
 data beat) and ``bytes_per_cycle`` (one beat per cycle). The unit's schedule is fixed in
-advance from these numbers (see :class:`celosia.sim.omap.OmapConfig`), so the model
+advance from these numbers (see :class:`celosia.omap.config.OmapConfig`), so the model
 only needs the constants; it does not arbitrate.
 """
 
