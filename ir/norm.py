@@ -49,6 +49,7 @@ from celosia.errors import HardwareGenerationError
 
 __all__ = [
     "NormParams",
+    "NormRecord",
     "layernorm_float",
     "layernorm_int",
     "norm_error_bound",
@@ -370,3 +371,55 @@ def norm_error_bound(p: NormParams, gamma=None, t=None) -> float | np.ndarray:
     tt = math.sqrt(p.D if p.rms else max(p.D - 1, 0)) if t is None else np.abs(np.asarray(t, np.float64))
     return g * (rho * tt + 2.0 ** -(p.ft + 1)) + p.out_fmt.lsb / 2
 
+
+
+@dataclass(frozen=True)
+class NormRecord:
+    """One LayerNorm / RMSNorm op as a shared row unit runs it (:class:`celosia.hw.rowunit.RowUnit`).
+
+    Parameters
+    ----------
+    params : NormParams
+        The op's constants (:func:`norm_params`).
+    gamma : sequence of int
+        ``D`` γ codes in ``params.gamma_fmt``.
+    beta : sequence of int or None
+        ``D`` β codes in ``params.beta_fmt`` (LayerNorm); None for RMSNorm.
+    name : str
+        The op's name, used in error messages.
+
+    Raises
+    ------
+    HardwareGenerationError
+        γ/β of the wrong length or with codes outside their formats, β given for an RMSNorm or
+        missing for a LayerNorm.
+    """
+
+    params: NormParams
+    gamma: tuple[int, ...]
+    beta: tuple[int, ...] | None = None
+    name: str = ""
+
+    def __post_init__(self):
+        p = self.params
+        if not isinstance(p, NormParams):
+            _fail("norm record", f"params must be a NormParams, got {p!r}", "build them with norm_params(...)")
+        who = f"{p.unit} '{self.name}'" if self.name else p.unit
+        object.__setattr__(self, "gamma", tuple(int(v) for v in np.asarray(self.gamma).reshape(-1)))
+        if p.rms and self.beta is not None:
+            _fail(who, "an RMSNorm record has no β", "pass beta=None")
+        if not p.rms and self.beta is None:
+            _fail(who, "a LayerNorm record needs β", "pass the β codes in params.beta_fmt")
+        if self.beta is not None:
+            object.__setattr__(self, "beta", tuple(int(v) for v in np.asarray(self.beta).reshape(-1)))
+        for what, codes, fmt in (("γ", self.gamma, p.gamma_fmt), ("β", self.beta, p.beta_fmt)):
+            if codes is None:
+                continue
+            if len(codes) != p.D:
+                _fail(who, f"{what} has {len(codes)} codes for D={p.D}", f"pass one {what} code per element")
+            if codes and (min(codes) < fmt.min_int or max(codes) > fmt.max_int):
+                _fail(who, f"{what} codes outside {fmt} ({fmt.min_int}..{fmt.max_int})", "quantize them to the format")
+
+    def golden(self, codes) -> np.ndarray:
+        """:func:`norm_int` of ``codes`` (rows of ``D`` input codes) with this record's constants."""
+        return norm_int(codes, self.params, self.gamma, self.beta)
