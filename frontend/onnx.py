@@ -1,35 +1,48 @@
-"""ONNX frontend: an ``.onnx`` file (opset ≥ 17) -> float IR graph.
+"""ONNX frontend: an ``.onnx`` file (opset 11 or newer) -> float IR graph.
+
+Models below opset 17 are first upgraded with ``onnx.version_converter``; the mappings
+(:mod:`celosia.frontend.onnx_import`) read opset 17 and newer forms.
 
 =====================================  ==================================================
 ONNX                                   IR
 =====================================  ==================================================
-Gemm (alpha, beta, transB), MatMul     Linear when the weight is an initializer, else MatMul
-by a constant
-MatMul of two computed tensors         MatMul
-Attention (opset 23: q/kv_num_heads,   Attention (packed or split layout, GQA, causal)
-is_causal, scale)
-Softmax (last axis), Relu, Gelu        Softmax, ReLU, GELU (``approximate`` kept)
-(none/tanh), Sigmoid·x (SiLU)          SiLU (``Mul(x, Sigmoid(x))`` is recognised)
+Gemm, MatMul by a 2-D constant         Linear (Gemm's alpha, beta, transA/B, any C)
+MatMul, Gemm of computed tensors       MatMul (1-D operands as numpy), Transpose, Mul, Add
+Attention (opset 23: q/kv_num_heads,   Attention (packed or split layout, GQA, causal,
+is_causal, scale)                      boolean key-padding mask)
+Softmax (any axis), Relu, Gelu         Softmax (Transposes around it off the last axis),
+(none/tanh), x·Sigmoid(x)              ReLU, GELU (``approximate`` kept), SiLU
 x·0.5·(1 + Erf(x/√2))                  GELU (the exporters' erf form, any operand order)
 Conv (stride = kernel, no padding)     Reshape/Transpose + Linear (patch embedding)
-LayerNormalization, RMSNormalization   LayerNorm, RMSNorm (last axis)
-Add, Sub, Mul, Div with constants      Add (constants broadcast at import), Mul
-Gather (initializer table, axis 0)     Embedding; Gather of one index of a computed tensor
-                                       is a Slice + Reshape
-Reshape, Transpose, Flatten, Squeeze,  Reshape, Transpose, Slice, Concat (composed, no-ops
-Unsqueeze, Slice, Split, Concat        dropped)
+LayerNormalization (any axis, Mean /   LayerNorm / RMSNorm over the flattened axes; the
+InvStdDev outputs), RMSNormalization   statistics as Mean, Sub, Mul, Sqrt, Reciprocal
+Add (broadcasting), Mul, Sub, Div,     Add (operands expanded: the IR's Add does not
+Pow                                    broadcast), Mul; Sub/Div by constants as Add/Mul;
+                                       Sub, Div, Pow ops otherwise (Pow 2 is a Mul)
+Exp, Tanh, Sigmoid, Sqrt, Reciprocal,  the ops of the same names (float only)
+Neg, Erf, Where, Expand, Cast, CastLike
+ReduceMean / ReduceSum / ReduceMax     one Mean / ReduceSum / ReduceMax per axis
+TopK                                   TopK values and indices (two ops)
+Gather                                 Embedding (constant 2-D table, axis 0); Slice/Concat
+                                       for constant indices; Gather otherwise
+RotaryEmbedding                        Embedding/Gather of the caches, Slice, Mul, Add, Concat
+Reshape, Transpose, Flatten, Squeeze,  Reshape, Transpose, Slice, Concat (strided slices
+Unsqueeze, Slice, Split, Concat        as Slice/Concat; composed, no-ops dropped)
 Softmax -> TopK -> ScatterElements ->  MoE (the dense V-MoE routing as torch.onnx.export writes it)
 Concat of experts · weights, ReduceSum
-Identity, Dropout, Cast (to float)     removed
-Shape (static), Expand (keeping shape)  constants / removed
+Identity, Dropout, Cast to float       removed (the IR computes every float in float64)
+Shape (static)                         a constant
 Where(constant cond, x, −∞) and the    Add of a constant 0/−∞ mask (exact); before a
 mirrored form                          Softmax it becomes Attention's causal/padding mask
 =====================================  ==================================================
 
 Everything computed from initializers alone is folded with ``onnx.reference`` at import.
-A corrupt or truncated file, an opset below 17, a symbolic (unbounded) input dimension
-without ``input_shapes``, and unsupported ops (all listed at once) raise a
-:class:`~celosia.errors.CelosiaError` naming the node and what would work instead.
+Operands that fix a shape (a Reshape's shape, Slice bounds, Split sizes, axes, TopK's k,
+Expand's shape) must be constants; graph inputs in those places can be bound with
+``constant_inputs``. A corrupt or truncated file, an opset below 11 or one the converter
+cannot upgrade, a symbolic (unbounded) input dimension without ``input_shapes``, an empty
+tensor, and unsupported ops (all listed at once) raise a :class:`~celosia.errors.CelosiaError`
+naming the node and what would work instead.
 """
 
 from __future__ import annotations
@@ -40,24 +53,25 @@ from pathlib import Path
 import numpy as np
 
 from celosia.errors import CelosiaError, GraphError
-from celosia.frontend.builder import GraphBuilder, Tensor
+from celosia.frontend.onnx_import import STATIC_OPERANDS, Importer, Unmapped
 from celosia.frontend.support import Unsupported, UnsupportedOpsError
 from celosia.ir.graph import Graph
-from celosia.ir.pipeline import tidy
 
-__all__ = ["load", "check", "read", "SUPPORTED_ONNX", "MIN_OPSET"]
+__all__ = ["load", "check", "read", "shape_inputs", "SUPPORTED_ONNX", "MIN_OPSET", "OLDEST_OPSET"]
 
+#: The opset the mappings read; older models are upgraded to it first.
 MIN_OPSET = 17
+#: The oldest opset read (through ``onnx.version_converter``).
+OLDEST_OPSET = 11
 _DOMAIN = "ai.celosia"  # the fused MoE node the routing pattern is rewritten into before import
-_IDENTITY = {"Identity", "Dropout", "Cast"}
-SUPPORTED_ONNX = frozenset(_IDENTITY | {
+SUPPORTED_ONNX = frozenset({
+    "Identity", "Dropout", "Cast", "CastLike", "Constant", "Shape",
     "Gemm", "MatMul", "Attention", "Softmax", "Relu", "Gelu", "Sigmoid", "LayerNormalization", "RMSNormalization",
-    "Add", "Sub", "Mul", "Div", "Gather", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice",
-    "Split", "Concat", "Constant", "Shape", "Erf", "Conv", "Expand", "Where",
+    "Add", "Sub", "Mul", "Div", "Pow", "Exp", "Tanh", "Sqrt", "Reciprocal", "Neg", "Erf", "Where",
+    "ReduceMean", "ReduceSum", "ReduceMax", "TopK", "Gather", "Expand", "RotaryEmbedding", "Conv",
+    "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Split", "Concat",
 })
 _HINTS = {
-    "TopK": "top-k is imported inside the dense V-MoE routing pattern (softmax gate, TopK, ScatterElements, "
-            "weighted ReduceSum of the experts), or write the block with the builder's moe()",
     "Conv": "use a convolution with stride equal to its kernel, no padding, one group (a patch embedding)",
 }
 
@@ -70,8 +84,17 @@ def _onnx():
     return onnx
 
 
-def read(model):
-    """Load and validate an ONNX model from a path, bytes or a ``ModelProto``."""
+def _opset(proto) -> int | None:
+    versions = {o.domain: o.version for o in proto.opset_import}
+    return versions.get("", None) or versions.get("ai.onnx")
+
+
+def read(model, *, constant_inputs: dict | None = None):
+    """Load and validate an ONNX model from a path, bytes or a ``ModelProto``.
+
+    Models of opsets 11 to 16 are upgraded to :data:`MIN_OPSET` with ``onnx.version_converter``.
+    ``constant_inputs`` (graph input name -> array) turns those inputs into initializers.
+    """
     onnx = _onnx()
     if isinstance(model, onnx.ModelProto):
         proto, where = model, model.graph.name or "model"
@@ -90,14 +113,17 @@ def read(model):
         if not proto.graph.node and not proto.graph.output:
             raise GraphError(f"'{where}' holds no ONNX graph (empty, corrupt or truncated file)",
                              hint="re-export the model and check the file was copied whole")
-    opset = {o.domain: o.version for o in proto.opset_import}.get("", None) or {
-        o.domain: o.version for o in proto.opset_import}.get("ai.onnx")
-    if opset is None or opset < MIN_OPSET:
+    opset = _opset(proto)
+    if opset is None or opset < OLDEST_OPSET:
         raise GraphError(
-            f"ONNX model '{where}' uses opset {opset}; Celosia reads opset {MIN_OPSET} or newer",
+            f"ONNX model '{where}' uses opset {opset}; Celosia reads opset {OLDEST_OPSET} or newer",
             hint=f"re-export with opset_version>={MIN_OPSET}, or convert it: "
                  f"onnx.version_converter.convert_version(model, {MIN_OPSET})",
         )
+    if constant_inputs:
+        proto = _bind_inputs(proto, constant_inputs, where)
+    if opset < MIN_OPSET:
+        proto = _upgrade(proto, opset, where)
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
@@ -106,350 +132,66 @@ def read(model):
     return proto
 
 
-def _shape_of(vi) -> tuple:
-    dims = []
-    for d in vi.type.tensor_type.shape.dim:
-        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?"))
-    return tuple(dims)
+def _upgrade(proto, opset: int, where: str):
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise GraphError(f"ONNX model '{where}' uses opset {opset}; converting it to opset {MIN_OPSET} failed: {first}",
+                         hint=f"re-export the model with opset_version>={MIN_OPSET}") from None
 
 
-class _Importer:
-    def __init__(self, proto, name: str, input_shapes: dict | None):
-        from onnx import numpy_helper
+def _bind_inputs(proto, values: dict, where: str):
+    """A copy of ``proto`` whose inputs named in ``values`` are initializers holding those values."""
+    from onnx import helper, numpy_helper
 
-        self.proto = proto
-        g = proto.graph
-        self.consts: dict[str, np.ndarray] = {i.name: _f64(numpy_helper.to_array(i)) for i in g.initializer}
-        self.b = GraphBuilder(name)
-        self.env: dict[str, object] = dict(self.consts)
-        self.input_shapes = dict(input_shapes or {})
-        self.model_name = name
-        self.sigmoid_of: dict[str, str] = {}
-        self.dtypes = {vi.name: "bool" for vi in g.input if vi.type.tensor_type.elem_type == 9}  # TensorProto.BOOL
-
-    def v(self, name: str):
-        if name == "":
-            return None
-        return self.env[name]
-
-    def t(self, x, name=None) -> Tensor:
-        return x if isinstance(x, Tensor) else self.b.const(np.asarray(x, dtype=np.float64), name)
-
-    def run(self) -> Graph:
-        g = self.proto.graph
-        for vi in g.input:
-            if vi.name in self.consts:
-                continue
-            shape = tuple(self.input_shapes.get(vi.name, _shape_of(vi)))
-            if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-                raise GraphError(
-                    f"ONNX input '{vi.name}' has dynamic shape {shape} without bounds",
-                    hint=f"pass input_shapes={{'{vi.name}': (1, ...)}} to fix every dimension "
-                         "(hardware buffers are sized at compile time)",
-                )
-            self.env[vi.name] = self.b.input(_safe(vi.name), shape)
-        for node in g.node:
-            outs = self._node(node)
-            outs = outs if isinstance(outs, tuple) else (outs,)
-            for name, val in zip(node.output, outs):
-                self.env[name] = val
-        for vo in g.output:
-            out = _safe(vo.name)
-            self.b.output(self.t(self.v(vo.name)), out if out not in self.b._graph else f"{out}.out")
-        return tidy(self.b.build())
-
-    def _node(self, node):
-        from onnx import helper
-
-        args = [self.v(i) for i in node.input]
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
-        op = node.op_type
-        name = _safe(node.name or node.output[0])
-        if op == "Constant":
-            from onnx import numpy_helper
-
-            return _f64(numpy_helper.to_array(attrs["value"]))
-        if op == "Shape" and isinstance(args[0], Tensor):  # static shapes: a constant
-            shape = np.array(args[0].shape, dtype=np.int64)
-            return shape[attrs.get("start", 0): attrs.get("end", len(shape))]
-        if not any(isinstance(a, Tensor) for a in args):
-            return self._fold(node)
-        if op in _IDENTITY:
-            return args[0]
-        return getattr(self, f"_{op}")(name, node, args, attrs)
-
-    def _fold(self, node):
-        from onnx import helper
-        from onnx.reference import ReferenceEvaluator
-
-        ins = [i for i in node.input if i]
-        feeds = {i: np.asarray(self.env[i]) for i in ins}
-        g = helper.make_graph([node], "fold", [helper.make_tensor_value_info(i, _dtype(feeds[i]), feeds[i].shape)
-                                               for i in ins],
-                              [helper.make_tensor_value_info(o, 0, None) for o in node.output])
-        m = helper.make_model(g, opset_imports=list(self.proto.opset_import))
-        res = ReferenceEvaluator(m).run(None, feeds)
-        res = [_f64(np.asarray(r)) for r in res]
-        return res[0] if len(res) == 1 else tuple(res)
-
-    # -- compute ----------------------------------------------------------------------
-    def _Gemm(self, name, node, a, at):
-        x, w = a[0], a[1]
-        bias = a[2] if len(a) > 2 else None
-        if at.get("transA", 0) or not isinstance(w, np.ndarray) or (bias is not None and not isinstance(bias, np.ndarray)):
-            raise _Unmapped("Gemm with transA or a computed weight/bias is not supported")
-        w = w * at.get("alpha", 1.0)
-        w = w if at.get("transB", 0) else w.T
-        if bias is not None:
-            bias = np.broadcast_to(bias * at.get("beta", 1.0), (w.shape[0],)).copy()
-        return self.b.linear(x, w, bias, name=name)
-
-    def _MatMul(self, name, node, a, at):
-        x, w = a
-        if isinstance(w, np.ndarray) and w.ndim == 2 and isinstance(x, Tensor):
-            return self.b.linear(x, w.T, name=name)
-        return self.b.matmul(self.t(x), self.t(w), name=name)
-
-    def _Attention(self, name, node, a, at):
-        q, k, v = a[:3]
-        if any(x is not None for x in a[4:]) or len(node.output) > 1 and any(node.output[1:]):
-            raise _Unmapped("Attention with past key/value, nonpad_kv_seqlen or extra outputs is not supported")
-        if at.get("softcap", 0) or at.get("qk_matmul_output_mode", 0):
-            raise _Unmapped("Attention softcap / qk output modes are not supported")
-        if at.get("left_window_size", -1) != -1 or at.get("right_window_size", -1) != -1:
-            raise _Unmapped("Attention with a local window (left/right_window_size) is not supported")
-        kw = {"causal": bool(at.get("is_causal", 0)), "scale": at.get("scale"), "name": name}
-        if len(q.shape) == 3:
-            kw.update(heads=at["q_num_heads"], kv_heads=at["kv_num_heads"])
-        if len(a) > 3 and a[3] is not None:
-            kw["mask"] = self._key_padding(node, a[3], q.shape[0], k.shape[-2])
-        return self.b.attention(q, k, v, **kw)
-
-    def _key_padding(self, node, mask, batch: int, keys: int) -> Tensor:
-        """The (B, Tk) keep-mask behind a boolean ``attn_mask`` that masks keys only (True = attend)."""
-        hint = ("attn_mask is supported as a boolean key-padding mask of shape (B, 1, 1, Tk) (True = attend); "
-                "additive float masks and per-query masks have no Attention mapping")
-        if not isinstance(mask, Tensor) or self.dtypes.get(node.input[3]) != "bool" \
-                or tuple(mask.shape) != (batch, 1, 1, keys):
-            raise _Unmapped(hint)
-        return self.b.reshape(mask, (batch, keys), name=f"{node.input[3]}.keys")
-
-    def _Softmax(self, name, node, a, at):
-        x = a[0]
-        if at.get("axis", -1) % len(x.shape) != len(x.shape) - 1:
-            raise _Unmapped("Softmax is supported over the last axis")
-        return self.b.softmax(x, name=name)
-
-    def _Relu(self, name, node, a, at):
-        return self.b.relu(a[0], name=name)
-
-    def _Gelu(self, name, node, a, at):
-        if at.get("approximate", "none") == "tanh":
-            return self.b.gelu_tanh(a[0], name=name)
-        return self.b.gelu(a[0], name=name)
-
-    def _Sigmoid(self, name, node, a, at):
-        self.sigmoid_of[node.output[0]] = node.input[0]
-        return _Pending(a[0], node)
-
-    def _LayerNormalization(self, name, node, a, at):
-        x, scale = a[0], a[1]
-        bias = a[2] if len(a) > 2 and a[2] is not None else np.zeros(x.shape[-1])
-        if at.get("axis", -1) % len(x.shape) != len(x.shape) - 1 or len(node.output) > 1 and any(node.output[1:]):
-            raise _Unmapped("LayerNormalization is supported over the last axis, with one output")
-        return self.b.layernorm(x, scale, bias, at.get("epsilon", 1e-5), name=name)
-
-    def _RMSNormalization(self, name, node, a, at):
-        x, scale = a[0], a[1]
-        if at.get("axis", -1) % len(x.shape) != len(x.shape) - 1:
-            raise _Unmapped("RMSNormalization is supported over the last axis")
-        return self.b.rmsnorm(x, scale, at.get("epsilon", 1e-5), name=name)
-
-    def _binary(self, name, node, a, b, kind):
-        if isinstance(a, _Pending) or isinstance(b, _Pending):
-            p, other = (a, b) if isinstance(a, _Pending) else (b, a)
-            if kind == "Mul" and isinstance(other, Tensor) and other.name == p.x.name:
-                return self.b.silu(other, name=name)
-            raise _Unmapped("Sigmoid is supported only as x * Sigmoid(x) (SiLU)")
-        out_shape = tuple(np.broadcast_shapes(np.shape(a) if not isinstance(a, Tensor) else a.shape,
-                                              np.shape(b) if not isinstance(b, Tensor) else b.shape))
-        if isinstance(a, Tensor) and isinstance(b, Tensor):
-            if kind == "Add":
-                if a.shape != b.shape:
-                    raise _Unmapped(f"Add of computed tensors {a.shape} and {b.shape} needs broadcasting")
-                return self.b.add(a, b, name=name)
-            return self.b.mul(a, b, name=name)
-        x, c = (a, b) if isinstance(a, Tensor) else (b, a)
-        c = np.asarray(c, dtype=np.float64)
-        if kind == "Add":
-            if tuple(x.shape) != out_shape:
-                raise _Unmapped(f"Add broadcasts the computed tensor {x.shape} to {out_shape}")
-            return self.b.add(x, self.t(np.broadcast_to(c, out_shape).copy(), f"{name}.const"), name=name)
-        return self.b.mul(x, self.t(c.reshape(c.shape or (1,)), f"{name}.const"), name=name)
-
-    def _Add(self, name, node, a, at):
-        return self._binary(name, node, a[0], a[1], "Add")
-
-    def _Mul(self, name, node, a, at):
-        return self._binary(name, node, a[0], a[1], "Mul")
-
-    def _Sub(self, name, node, a, at):
-        if isinstance(a[1], Tensor):
-            raise _Unmapped("Sub of a computed tensor is not supported; add a negated constant instead")
-        return self._binary(name, node, a[0], -np.asarray(a[1], dtype=np.float64), "Add")
-
-    def _Div(self, name, node, a, at):
-        if isinstance(a[1], Tensor):
-            raise _Unmapped("Div by a computed tensor is not supported")
-        return self._binary(name, node, a[0], 1.0 / np.asarray(a[1], dtype=np.float64), "Mul")
-
-    def _Where(self, name, node, a, at):
-        # Where(M, -inf, x) == x + (-inf where M, 0 elsewhere): the masked_fill form exporters write
-        cond, x, y = a
-        if not isinstance(cond, Tensor):
-            for keep, fill, pick in ((x, y, ~np.asarray(cond, bool)), (y, x, np.asarray(cond, bool))):
-                if isinstance(keep, Tensor) and not isinstance(fill, Tensor) and np.all(np.asarray(fill) == -np.inf):
-                    return self._binary(name, node, keep, np.where(pick, -np.inf, 0.0), "Add")
-        raise _Unmapped("Where is supported with a constant condition and -inf in the other branch (a constant "
-                        "mask before Softmax); give the Attention op a boolean key-padding mask instead")
-
-    def _MoE(self, name, node, a, at):
-        return self.b.moe(a[0], *a[1:7], top_k=at["top_k"], activation=at["activation"], name=name)
-
-    def _Erf(self, name, node, a, at):
-        raise _Unmapped("Erf is supported inside GELU, x * 0.5 * (1 + erf(x / sqrt(2)))")
-
-    def _Expand(self, name, node, a, at):
-        x, shape = a
-        if tuple(np.broadcast_shapes(x.shape, tuple(int(d) for d in shape))) != tuple(x.shape):
-            raise _Unmapped("Expand of a computed tensor is supported only when it keeps the shape")
-        return x
-
-    def _Conv(self, name, node, a, at):
-        x, w = a[0], a[1]
-        bias = a[2] if len(a) > 2 else None
-        k = tuple(at.get("kernel_shape", w.shape[2:]))
-        if (not isinstance(w, np.ndarray) or len(k) != 2 or tuple(at.get("strides", (1, 1))) != k
-                or any(at.get("pads", (0, 0, 0, 0))) or at.get("group", 1) != 1
-                or tuple(at.get("dilations", (1, 1))) != (1, 1) or at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")):
-            raise _Unmapped(_HINTS["Conv"])
-        bsz, c, h, wd = x.shape
-        gh, gw = h // k[0], wd // k[1]
-        t = self.b.reshape(x, (bsz, c, gh, k[0], gw, k[1]), name=f"{name}.split")
-        t = self.b.transpose(t, (0, 2, 4, 1, 3, 5), name=f"{name}.order")
-        t = self.b.reshape(t, (bsz, gh * gw, c * k[0] * k[1]), name=f"{name}.patches")
-        y = self.b.linear(t, w.reshape(w.shape[0], -1), bias, name=f"{name}.linear")
-        y = self.b.transpose(y, (0, 2, 1), name=f"{name}.chw")
-        return self.b.reshape(y, (bsz, w.shape[0], gh, gw), name=name)
-
-    def _Gather(self, name, node, a, at):
-        data, idx = a
-        axis = at.get("axis", 0)
-        if isinstance(data, np.ndarray) and isinstance(idx, Tensor):
-            if axis != 0 or data.ndim != 2:
-                raise _Unmapped("Gather of a constant is supported as an embedding lookup (2-D table, axis 0)")
-            return self.b.embedding(idx, data, name=name)
-        if isinstance(data, Tensor) and isinstance(idx, np.ndarray) and idx.ndim == 0:
-            axis %= len(data.shape)
-            i = int(idx) % data.shape[axis]
-            s = self.b.slice(data, axis, i, i + 1, name=f"{name}.slice")
-            return self.b.reshape(s, data.shape[:axis] + data.shape[axis + 1:], name=name)
-        raise _Unmapped("Gather is supported as an embedding lookup or with one constant index")
-
-    # -- layout -----------------------------------------------------------------------
-    def _Reshape(self, name, node, a, at):
-        x, shape = a
-        target = [int(d) for d in np.asarray(shape)]
-        if not at.get("allowzero", 0):
-            target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
-        out = np.empty(x.shape).reshape(target).shape
-        return self.b.reshape(x, out, name=name)
-
-    def _Flatten(self, name, node, a, at):
-        x = a[0]
-        axis = at.get("axis", 1) % (len(x.shape) + 1)
-        return self.b.reshape(x, (int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:]))), name=name)
-
-    def _axes(self, a, at):
-        axes = a[1] if len(a) > 1 and a[1] is not None else at.get("axes")
-        return None if axes is None else [int(i) for i in np.asarray(axes).ravel()]
-
-    def _Squeeze(self, name, node, a, at):
-        x, axes = a[0], self._axes(a, at)
-        axes = [i % len(x.shape) for i in axes] if axes is not None else [i for i, d in enumerate(x.shape) if d == 1]
-        return self.b.reshape(x, tuple(d for i, d in enumerate(x.shape) if i not in axes), name=name)
-
-    def _Unsqueeze(self, name, node, a, at):
-        x, axes = a[0], self._axes(a, at)
-        rank = len(x.shape) + len(axes)
-        axes = sorted(i % rank for i in axes)
-        shape, it = [], iter(x.shape)
-        for i in range(rank):
-            shape.append(1 if i in axes else next(it))
-        return self.b.reshape(x, tuple(shape), name=name)
-
-    def _Transpose(self, name, node, a, at):
-        x = a[0]
-        perm = at.get("perm") or list(reversed(range(len(x.shape))))
-        return self.b.transpose(x, perm, name=name)
-
-    def _Slice(self, name, node, a, at):
-        x = a[0]
-        starts, ends = np.asarray(a[1]).ravel(), np.asarray(a[2]).ravel()
-        axes = np.asarray(a[3]).ravel() if len(a) > 3 and a[3] is not None else np.arange(len(starts))
-        steps = np.asarray(a[4]).ravel() if len(a) > 4 and a[4] is not None else np.ones(len(starts), int)
-        t = x
-        for j, (s, e, ax, st) in enumerate(zip(starts, ends, axes, steps)):
-            if st != 1:
-                raise _Unmapped("Slice with a step other than 1 is not supported")
-            ax = int(ax) % len(t.shape)
-            lo, hi, _ = slice(int(s), int(min(e, 2**62)), 1).indices(t.shape[ax])
-            if (lo, hi) != (0, t.shape[ax]):
-                t = self.b.slice(t, ax, lo, hi, name=name if j == len(starts) - 1 else f"{name}.{j}")
-        return t
-
-    def _Split(self, name, node, a, at):
-        x = a[0]
-        axis = at.get("axis", 0) % len(x.shape)
-        sizes = a[1] if len(a) > 1 and a[1] is not None else at.get("split")
-        n = len(node.output)
-        sizes = [int(s) for s in np.asarray(sizes).ravel()] if sizes is not None else [x.shape[axis] // n] * n
-        outs, start = [], 0
-        for i, s in enumerate(sizes):
-            outs.append(self.b.slice(x, axis, start, start + s, name=f"{name}.{i}"))
-            start += s
-        return tuple(outs)
-
-    def _Concat(self, name, node, a, at):
-        parts = [self.t(p, f"{name}.part{i}") for i, p in enumerate(a)]
-        return self.b.concat(parts, at["axis"] % len(parts[0].shape), name=name)
+    names = {vi.name: vi for vi in proto.graph.input}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise GraphError(f"constant_inputs names {unknown}, which are not inputs of '{where}'",
+                         hint=f"its inputs are {sorted(names)}")
+    out = type(proto)()
+    out.CopyFrom(proto)
+    keep = [vi for vi in out.graph.input if vi.name not in values]
+    del out.graph.input[:]
+    out.graph.input.extend(keep)
+    for name, value in values.items():
+        elem = names[name].type.tensor_type.elem_type
+        arr = np.asarray(value)
+        if elem:
+            arr = arr.astype(helper.tensor_dtype_to_np_dtype(elem))
+        out.graph.initializer.append(numpy_helper.from_array(arr, name))
+    return out
 
 
-class _Pending:
-    """A Sigmoid waiting for the Mul that makes it a SiLU."""
-
-    def __init__(self, x: Tensor, node):
-        self.x, self.node = x, node
-
-
-class _Unmapped(Exception):
-    """A supported ONNX op used in a way the frontend cannot map (hint in the message)."""
-
-
-def _f64(arr: np.ndarray) -> np.ndarray:
-    """Float arrays as float64 (the IR's float type); integer and bool arrays unchanged."""
-    return arr.astype(np.float64) if arr.dtype.kind == "f" else arr
+def shape_inputs(model) -> list[str]:
+    """Graph inputs that feed an operand the importer needs as a constant (a Reshape's shape, Slice
+    bounds, Split sizes, axes, TopK's k, Expand's shape): bind them with ``constant_inputs``."""
+    onnx = _onnx()
+    proto = model if isinstance(model, onnx.ModelProto) else read(model)
+    inputs = {vi.name for vi in proto.graph.input} - {i.name for i in proto.graph.initializer}
+    found = []
+    for node in proto.graph.node:
+        for index in STATIC_OPERANDS.get(node.op_type, ()):
+            if index < len(node.input) and node.input[index] in inputs and node.input[index] not in found:
+                found.append(node.input[index])
+    return found
 
 
-def _safe(name: str) -> str:
-    return name.replace("/", ".").strip(".") or "node"
+def _elem_types(proto) -> dict[str, int]:
+    """ONNX element type of every tensor name (shape inference fills in the intermediate ones)."""
+    from onnx import shape_inference
 
-
-def _dtype(arr: np.ndarray) -> int:
-    from onnx import helper
-
-    return helper.np_dtype_to_tensor_dtype(arr.dtype)
+    try:
+        inferred = shape_inference.infer_shapes(proto)
+    except Exception:
+        inferred = proto
+    g = inferred.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in (*g.input, *g.value_info, *g.output)}
+    types.update({i.name: i.data_type for i in proto.graph.initializer})
+    return types
 
 
 def _scan(proto) -> list[Unsupported]:
@@ -678,17 +420,20 @@ def _translate(proto, name, input_shapes):
     items = _scan(proto)
     if items:
         return None, items
-    imp = _Importer(proto, name, input_shapes)
-    node = None
+    imp = Importer(proto, name, input_shapes, _elem_types(proto))
     try:
         return imp.run(), []
-    except _Unmapped as exc:
-        done = set(imp.env)
-        node = next((n for n in proto.graph.node if n.output and n.output[0] not in done), proto.graph.node[0])
-        return None, [Unsupported(node.name or node.output[0], node.op_type, str(exc), str(exc))]
+    except Unmapped as exc:
+        node = imp.current
+        return None, [Unsupported(node.name or node.output[0], node.op_type, exc.reason, exc.hint)]
 
 
-def load(model, *, name: str | None = None, input_shapes: dict | None = None) -> Graph:
+def _name(model, proto, name):
+    return name or (Path(model).stem if isinstance(model, (str, os.PathLike)) else proto.graph.name or "model")
+
+
+def load(model, *, name: str | None = None, input_shapes: dict | None = None,
+         constant_inputs: dict | None = None) -> Graph:
     """Import an ONNX model as a float IR graph.
 
     Parameters
@@ -698,24 +443,28 @@ def load(model, *, name: str | None = None, input_shapes: dict | None = None) ->
         Graph name (default: the file's stem or the ONNX graph name).
     input_shapes : dict of str to tuple, optional
         Static shapes for inputs with symbolic dimensions.
+    constant_inputs : dict of str to array, optional
+        Graph inputs whose values are fixed at compile time (they become initializers): the
+        inputs :func:`shape_inputs` lists, such as a Reshape's target shape or a TopK's k.
 
     Raises
     ------
     GraphError
-        Corrupt/truncated file, opset below 17, unbounded dynamic shapes.
+        Corrupt/truncated file, opset below 11 or not convertible, unbounded dynamic shapes,
+        empty tensors.
     UnsupportedOpsError
         Listing every node without a mapping.
     """
-    proto = read(model)
-    name = name or (Path(model).stem if isinstance(model, (str, os.PathLike)) else proto.graph.name or "model")
+    proto = read(model, constant_inputs=constant_inputs)
+    name = _name(model, proto, name)
     graph, items = _translate(proto, name, input_shapes)
     if items:
         raise UnsupportedOpsError(name, items)
     return graph
 
 
-def check(model, *, name: str | None = None, input_shapes: dict | None = None) -> list[Unsupported]:
+def check(model, *, name: str | None = None, input_shapes: dict | None = None,
+          constant_inputs: dict | None = None) -> list[Unsupported]:
     """Every node of the ONNX model that cannot be imported (empty if it imports)."""
-    proto = read(model)
-    name = name or (Path(model).stem if isinstance(model, (str, os.PathLike)) else proto.graph.name or "model")
-    return _translate(proto, name, input_shapes)[1]
+    proto = read(model, constant_inputs=constant_inputs)
+    return _translate(proto, _name(model, proto, name), input_shapes)[1]

@@ -141,12 +141,75 @@ def test_truncated_and_corrupt_files(tmp_path):
         load(tmp_path / "missing.onnx")
 
 
-def test_old_opset_is_refused_with_conversion_hint():
+def test_old_opsets_are_upgraded():
     model = to_onnx(get_model("mlp-micro").build(1), opset=17)
     model.opset_import[0].version = 13
-    with pytest.raises(GraphError, match="opset 13") as info:
+    x = np.random.default_rng(3).normal(size=(1, 16))
+    _close(run_float(load(model), {"x": x})["logits"], run_float(get_model("mlp-micro").build(1), {"x": x})["logits"])
+    # opset 11 Softmax coerces its input to 2-D at `axis`: the upgrade keeps that meaning
+    nodes = [helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, (2, 3, 4))],
+                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, (2, 3, 4))])
+    old = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    x = np.random.default_rng(4).normal(size=(2, 3, 4))
+    z = np.exp(x.reshape(2, 12))  # (onnx.reference applies the opset-13 meaning to this model)
+    _close(run_float(load(old), {"x": x})["y"], (z / z.sum(1, keepdims=True)).reshape(2, 3, 4))
+
+
+def test_opsets_below_11_are_refused_with_conversion_hint():
+    model = to_onnx(get_model("mlp-micro").build(1), opset=17)
+    model.opset_import[0].version = 9
+    with pytest.raises(GraphError, match="opset 9") as info:
         load(model)
     assert "convert_version" in info.value.hint
+
+
+def test_float_only_ops_import_but_quantize_refuses_them_and_check_lists_them(tmp_path):
+    import celosia
+    from celosia.errors import QuantizationError
+    from celosia.ir.pipeline import lower
+    from celosia.ir.quantize import Precision
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"), helper.make_node("Exp", ["h"], ["y"], name="exp")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, (2, 4))],
+                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, (2, 3))],
+                          [numpy_helper.from_array(np.linspace(-1, 1, 12).reshape(4, 3), "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    graph = load(model)
+    x = np.random.default_rng(5).normal(size=(2, 4))
+    _close(run_float(graph, {"x": x})["y"], ReferenceEvaluator(model).run(None, {"x": x})[0])
+    with pytest.raises(QuantizationError, match="Exp 'exp'"):
+        lower(graph, [{"x": x}], Precision())
+    path = tmp_path / "exp.onnx"
+    onnx.save(model, path)
+    report = celosia.check(str(path))
+    assert [(u.node, u.op, u.stage) for u in report.items] == [("exp", "Exp", "hardware")]
+
+
+def test_shape_operands_given_as_inputs_need_constant_inputs():
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], name="flat")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (2, 3, 4)),
+                                       helper.make_tensor_value_info("shape", TensorProto.INT64, (2,))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, (6, 4))])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UnsupportedOpsError, match="operand 1 \\('shape'\\) fixes a shape") as info:
+        load(model)
+    assert "constant_inputs" in info.value.hint
+    from celosia.frontend.onnx import shape_inputs
+
+    assert shape_inputs(model) == ["shape"]
+    graph = load(model, constant_inputs={"shape": np.array([6, -1])})
+    assert [op.name for op in graph.inputs] == ["x"] and graph.outputs[0].type.shape == (6, 4)
+    with pytest.raises(GraphError, match="not inputs"):
+        load(model, constant_inputs={"shapes": np.array([6, 4])})
+
+
+def test_integer_arithmetic_is_refused_naming_the_node():
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"], name="int_add")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.INT8, (3,)) for n in "ab"],
+                          [helper.make_tensor_value_info("y", TensorProto.INT8, (3,))])
+    items = check(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [(i.node, i.op) for i in items] == [("int_add", "Add")] and "integer" in items[0].reason
 
 
 def test_dynamic_input_needs_bounds():
@@ -162,15 +225,15 @@ def test_unsupported_ops_are_all_listed():
     nodes = [
         helper.make_node("Relu", ["x"], ["r"], name="relu"),
         helper.make_node("Conv", ["r", "w"], ["c"], name="conv1"),
-        helper.make_node("TopK", ["c", "k"], ["v", "i"], name="route"),
+        helper.make_node("CumSum", ["c", "axis"], ["v"], name="scan"),
     ]
-    inits = [numpy_helper.from_array(np.ones((2, 1, 3, 3)), "w"), numpy_helper.from_array(np.array([2]), "k")]
+    inits = [numpy_helper.from_array(np.ones((2, 1, 3, 3)), "w"), numpy_helper.from_array(np.array(3), "axis")]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, (1, 1, 8, 8))],
-                          [helper.make_tensor_value_info("v", TensorProto.DOUBLE, (1, 2, 6, 2))], inits)
+                          [helper.make_tensor_value_info("v", TensorProto.DOUBLE, (1, 2, 6, 6))], inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     items = check(model)
-    assert [(i.node, i.op) for i in items] == [("conv1", "Conv"), ("route", "TopK")]
-    assert "moe" in items[1].hint
+    assert [(i.node, i.op) for i in items] == [("conv1", "Conv"), ("scan", "CumSum")]
+    assert "stride equal to its kernel" in items[0].hint and "supported ops" in items[1].hint
     with pytest.raises(UnsupportedOpsError, match="2 unsupported node"):
         load(model)
 
