@@ -18,7 +18,7 @@ in the order a command runs through them:
   takes the head of its eviction queue while it has room;
 * :meth:`~Control.reencrypt`: both pages encrypt at version + 1 and get their tags;
 * :meth:`~Control.apply`: the op is applied;
-* :meth:`~Control.place`: the kept item is placed in the less loaded bin of the placement pair
+* :meth:`~Control.place_item`: the kept item is placed in the less loaded bin of the placement pair
   and indexed;
 * :meth:`~Control.respond`: everything is written back and the response leaves on schedule.
 
@@ -222,7 +222,7 @@ class Control:
             self.take_and_flush()
             self.reencrypt()
             self.apply()
-            self.place()
+            self.place_item()
             self.respond()
 
     def initialise(self):
@@ -549,7 +549,7 @@ class Control:
                 with m.Else():
                     m.d.sync += self.status.eq(Status.NOT_FOUND)
 
-    def place(self):
+    def place_item(self):
         """Place the kept item in the less loaded bin of the placement pair (fail closed on the
         HBM, queue or block bound), then index it."""
         m, cfg, W, K, Q, kbits = self.m, self.cfg, self.W, self.K, self.Q, self.kbits

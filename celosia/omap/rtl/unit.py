@@ -51,7 +51,7 @@ view are here; the on-chip working state is built by :mod:`celosia.omap.rtl.data
 bucket copy, the two block copies, the bin-word cache, the crypto cores, the keystream jobs) and
 the command registers, the host schedule and the FSM (in named groups of states: initialise,
 build pages, accept, draw pairs, scan and decide, fetch and verify, take and flush, re-encrypt,
-apply, place, respond) by :class:`celosia.omap.rtl.control.Control`.
+apply, place item, respond) by :class:`celosia.omap.rtl.control.Control`.
 """
 
 from __future__ import annotations
