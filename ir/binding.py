@@ -33,13 +33,13 @@ def vector_cycles(ins: Instruction, lanes: int) -> int:
     return ins.m * ins.nt + VECTOR_STREAM_LATENCY
 
 
-def instruction_cycles(ins: Instruction, lanes: int) -> int:
-    """Busy cycles of a scratchpad-unit instruction, from the binding that emits its opcode."""
+def instruction_cycles(ins: Instruction, program) -> int:
+    """Busy cycles of a scratchpad-unit instruction of ``program``, from the binding that emits its opcode."""
     from celosia.ir.registry import registered
 
     for d in registered().values():
         if d.hw is not None and ins.opcode in d.hw.opcodes and d.hw.cost is not None:
-            return d.hw.cost(ins, lanes)
+            return d.hw.cost(ins, program)
     raise ScheduleError(f"no unit declares the cost of opcode {Opcode(ins.opcode).name}")
 
 
@@ -147,7 +147,7 @@ def _emit_linear(binder, op: Op) -> None:
     )
 
 
-def _linear_cost(ins: Instruction, lanes: int) -> int:
+def _linear_cost(ins: Instruction, program) -> int:
     return ins.m * ins.kt * ins.nt
 
 
@@ -365,7 +365,11 @@ def _emit_mean(binder, op: Op) -> None:
             comment=f"{op.name}: row {out_row}, mean of {n}"))
 
 
-VECTOR_ADD = Binding(unit="vector", opcodes=(Opcode.ADD,), emit=_emit_add, cost=vector_cycles)
-VECTOR_LAYOUT = Binding(unit="vector", opcodes=(Opcode.COPY,), emit=_emit_layout, cost=vector_cycles)
-VECTOR_CONCAT = Binding(unit="vector", opcodes=(Opcode.COPY,), emit=_emit_concat, cost=vector_cycles)
-VECTOR_MEAN = Binding(unit="vector", opcodes=(Opcode.MEAN,), emit=_emit_mean, cost=vector_cycles)
+def _vector_cost(ins: Instruction, program) -> int:
+    return vector_cycles(ins, program.lanes)
+
+
+VECTOR_ADD = Binding(unit="vector", opcodes=(Opcode.ADD,), emit=_emit_add, cost=_vector_cost)
+VECTOR_LAYOUT = Binding(unit="vector", opcodes=(Opcode.COPY,), emit=_emit_layout, cost=_vector_cost)
+VECTOR_CONCAT = Binding(unit="vector", opcodes=(Opcode.COPY,), emit=_emit_concat, cost=_vector_cost)
+VECTOR_MEAN = Binding(unit="vector", opcodes=(Opcode.MEAN,), emit=_emit_mean, cost=_vector_cost)

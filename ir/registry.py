@@ -56,7 +56,7 @@ class Binding:
     emit : callable(binder, op)
         Places the op: allocates its output in the scratchpad and appends its instructions
         (``binder`` is the scheduler's :class:`celosia.ir.schedule.Binder`).
-    cost : callable(instruction, lanes) -> int, optional
+    cost : callable(instruction, program) -> int, optional
         Issue cycles of one of its instructions when nothing stalls (the performance model's
         base cost; dependency stalls and pipeline latency come on top).
     check : callable(graph, op) -> str or None, optional

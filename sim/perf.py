@@ -43,7 +43,7 @@ def predict_cycles(program: Program) -> int:
             return max(decode, last + 1) + 1
         if ins.opcode != Opcode.LINEAR:
             start = max(decode, (prev_writes[-1] if prev_writes else -1) + 1)
-            fetch = start + instruction_cycles(ins, program.lanes) + 2
+            fetch = start + instruction_cycles(ins, program) + 2
             prev_writes = []
             continue
         queued = bool(prev_writes) and prev_writes[-1] >= decode
