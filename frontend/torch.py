@@ -17,11 +17,16 @@ into it)                            use the packed (B, T, H·E) form
 softmax (last dim), gelu (erf /     Softmax, GELU (``approximate`` kept: the two forms are
 tanh), relu, silu                   distinguished), ReLU, SiLU
 layer_norm, rms_norm (last dim)     LayerNorm, RMSNorm
-add, sub, mul, div (by constants)   Add (constants broadcast at import), Mul
+add, sub, rsub, mul, div            Add (constants broadcast at import, computed operands
+                                    expanded: the IR's Add does not broadcast), Mul;
+                                    Sub / Div of computed tensors (float only)
+sum, mean over dimensions           ReduceSum, Mean (one per dimension; ``keepdim`` kept)
+topk, zeros_like, _to_copy          TopK (values, indices), a constant, Cast (float dtypes
+                                    are the identity: the IR computes in float64)
 embedding                           Embedding
-view/reshape/permute/transpose/     Reshape, Transpose, Slice, Concat; chains are composed and
-flatten/unflatten/(un)squeeze/      no-ops removed (:func:`celosia.ir.passes.fold_layout`)
-select/slice/split/unbind/cat/
+view/reshape/permute/transpose/     Reshape, Transpose, Slice, Concat, Expand; chains are
+flatten/unflatten/(un)squeeze/      composed and no-ops removed
+select/slice/split/unbind/cat/      (:func:`celosia.ir.passes.fold_layout`)
 stack/expand
 dropout, clone, alias, contiguous   removed
 softmax -> topk -> scatter ->       MoE (V-MoE routing: softmax gate, top-k probabilities
@@ -29,15 +34,22 @@ weighted sum of stacked experts     not renormalised, experts Linear-act-Linear)
 ==================================  =========================================================
 
 Operations on parameters alone are folded into constants at import. Anything else is
-reported, all nodes at once, with its source line (:class:`UnsupportedOpsError`).
+reported, all nodes at once, with its source line (:class:`UnsupportedOpsError`). When
+``torch.export`` itself fails (data-dependent control flow, unsupported Python), the error
+quotes the failing line of the model's source with a hint; the partial FX graph torch prints
+is not shown.
 Torch is imported lazily: ``celosia.frontend.torch`` imports without it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
+import logging
 import operator
 import re
+import sys
 import traceback
 from typing import Any, Callable
 
@@ -47,23 +59,24 @@ from celosia.errors import CelosiaError, GraphError
 from celosia.frontend.builder import GraphBuilder, Tensor
 from celosia.frontend.support import Unsupported, UnsupportedOpsError
 from celosia.ir.graph import Graph
+from celosia.ir.mathops import CAST_TARGETS
 from celosia.ir.pipeline import tidy
 
 __all__ = ["load", "check", "SUPPORTED_ATEN"]
 
-_IDENTITY = {"alias", "clone", "contiguous", "detach", "dropout", "lift_fresh_copy", "_assert_tensor_metadata"}
+_IDENTITY = {"alias", "clone", "contiguous", "detach", "detach_", "dropout", "lift_fresh_copy",
+             "_assert_tensor_metadata"}
 _LAYOUT = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "unsqueeze", "squeeze", "expand",
            "transpose", "permute", "t", "select", "slice", "cat", "split", "split_with_sizes", "stack", "unbind"}
 _COMPUTE = {"linear", "conv2d", "convolution", "matmul", "bmm", "mm", "scaled_dot_product_attention", "softmax",
-            "_softmax", "gelu", "relu", "silu", "layer_norm", "rms_norm", "add", "sub", "mul", "div", "embedding",
-            "topk", "zeros_like", "scatter", "sum", "masked_fill"}
+            "_softmax", "gelu", "relu", "silu", "layer_norm", "rms_norm", "add", "sub", "rsub", "mul", "div",
+            "embedding", "topk", "zeros_like", "scatter", "sum", "mean", "masked_fill", "_to_copy"}
 #: ATen op names (overload stripped) the frontend maps.
 SUPPORTED_ATEN = frozenset(_IDENTITY | _LAYOUT | _COMPUTE)
 
 _HINTS = {
-    "topk": "top-k is supported inside the V-MoE routing pattern (softmax gate -> topk -> scatter -> weighted "
-            "sum of stacked experts); write the block that way",
-    "sum": "sum is supported as the combine step of a MoE block",
+    "scatter": "scatter is supported inside the V-MoE routing pattern (softmax gate -> topk -> scatter -> "
+               "weighted sum of stacked experts); write the block that way",
     "conv2d": "use a convolution with stride equal to its kernel, no padding, groups=1 (a patch embedding)",
 }
 
@@ -103,14 +116,35 @@ def _export(model, args: tuple, name: str):
             raise CelosiaError(f"'{name}' is a {type(model).__name__}, not a torch.nn.Module",
                                hint="pass an nn.Module and a tuple of example inputs")
         model = model.eval()
-        try:
-            ep = torch.export.export(model, args)
-        except Exception as exc:  # data-dependent control flow, unsupported Python, ...
-            raise _export_error(model, name, exc) from None
+        with _quiet_export() as captured:
+            try:
+                ep = torch.export.export(model, args)
+            except Exception as exc:  # data-dependent control flow, unsupported Python, ...
+                raise _export_error(model, name, exc) from None
+        sys.stderr.write(captured.getvalue())  # a successful export's warnings, as torch printed them
     try:
         return ep.run_decompositions({})
     except Exception:
         return ep
+
+
+@contextlib.contextmanager
+def _quiet_export():
+    """Capture what ``torch.export`` writes to stderr: on failure it prints the partial FX graph
+    (and logs symbolic-shape warnings), which the error raised instead replaces with the
+    failing source line."""
+    buf = io.StringIO()
+    loggers = [logging.getLogger(n) for n in ("torch.fx.experimental.symbolic_shapes", "torch._dynamo",
+                                              "torch.export")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(buf):
+            yield buf
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _export_error(model, name: str, exc: Exception) -> CelosiaError:
@@ -250,9 +284,7 @@ class _Importer:
     _view = _reshape = _unsafe_view = _flatten = _unflatten = _unsqueeze = _squeeze = _reshape_to
 
     def _expand(self, node, x, *_, **__):
-        if tuple(x.shape) == self.shape(node):
-            return x
-        raise GraphError(f"expand of a computed tensor ({x.shape} -> {self.shape(node)})")
+        return self._expand_to(x, self.shape(node), node.name)
 
     def _transpose(self, node, x, d0, d1, *_, **__):
         perm = list(range(len(x.shape)))
@@ -426,19 +458,20 @@ class _Importer:
             raise _Unmapped("the embedding table must be a parameter")
         return self.b.embedding(ids, table, name=node.name)
 
+    def _expand_to(self, x: Tensor, shape: tuple, name: str) -> Tensor:
+        return x if tuple(x.shape) == tuple(shape) else self.b.op("Expand", x, name=name, shape=tuple(shape))
+
     def _binary(self, node, a, b, kind: str):
         out_shape = self.shape(node)
         if isinstance(a, Tensor) and isinstance(b, Tensor):
-            if kind == "Add":
-                if a.shape != b.shape:
-                    raise _Unmapped(f"add of computed tensors {a.shape} and {b.shape} needs broadcasting")
-                return self.b.add(a, b, name=node.name)
+            if kind == "Add":  # the IR's Add does not broadcast: expand the operands first
+                return self.b.add(self._expand_to(a, out_shape, f"{node.name}.a"),
+                                  self._expand_to(b, out_shape, f"{node.name}.b"), name=node.name)
             return self.b.mul(a, b, name=node.name)
         x, c = (a, b) if isinstance(a, Tensor) else (b, a)
         c = np.asarray(c, dtype=np.float64)
         if kind == "Add":
-            if tuple(x.shape) != out_shape:
-                raise _Unmapped(f"add broadcasts the computed tensor {x.shape} to {out_shape}")
+            x = self._expand_to(x, out_shape, f"{node.name}.x")
             return self.b.add(x, self.t(np.broadcast_to(c, out_shape).copy(), f"{node.name}.const"), name=node.name)
         if c.ndim == 0:
             c = c.reshape(1)
@@ -450,17 +483,45 @@ class _Importer:
         return self._binary(node, a, b, "Add")
 
     def _sub(self, node, a, b, alpha=1):
-        if isinstance(b, Tensor):
-            raise _Unmapped("subtracting a computed tensor is not supported; add a negated constant instead")
-        return self._binary(node, a, -alpha * np.asarray(b, dtype=np.float64), "Add")
+        if not isinstance(b, Tensor):  # a − c = a + (−c), exactly
+            return self._binary(node, a, -alpha * np.asarray(b, dtype=np.float64), "Add")
+        if alpha != 1:
+            b = self.b.mul(b, self.t(np.array([float(alpha)]), f"{node.name}.alpha"), name=f"{node.name}.scaled")
+        return self.b.op("Sub", self.t(a, f"{node.name}.const"), b, name=node.name)
+
+    def _rsub(self, node, a, b, alpha=1):  # b − alpha·a
+        if not isinstance(b, Tensor):  # c − alpha·x = (−alpha)·x + c, exactly for alpha = 1
+            neg = self.b.mul(a, self.t(np.array([-float(alpha)]), f"{node.name}.neg"), name=f"{node.name}.negated")
+            return self._binary(node, neg, np.asarray(b, dtype=np.float64), "Add")
+        return self._sub(node, b, a, alpha)
 
     def _mul(self, node, a, b):
         return self._binary(node, a, b, "Mul")
 
-    def _div(self, node, a, b, **_):
-        if isinstance(b, Tensor):
-            raise _Unmapped("division by a computed tensor is not supported")
-        return self._binary(node, a, 1.0 / np.asarray(b, dtype=np.float64), "Mul")
+    def _div(self, node, a, b, rounding_mode=None, **_):
+        if rounding_mode is not None:
+            raise _Unmapped(f"division with rounding_mode={rounding_mode!r} is not supported")
+        if not isinstance(b, Tensor):  # x / c as x · (1/c): the form the hardware multiplies in
+            with np.errstate(divide="ignore"):
+                return self._binary(node, a, 1.0 / np.asarray(b, dtype=np.float64), "Mul")
+        return self.b.op("Div", self.t(a, f"{node.name}.const"), b, name=node.name)
+
+    def _reduce(self, node, kind: str, x, dims=None, keepdim=False):
+        """``sum``/``mean`` over dimensions: one ReduceSum / Mean per dimension, kept, then a Reshape."""
+        rank = len(x.shape)
+        dims = [dims] if isinstance(dims, int) else list(dims or [])
+        dims = sorted({int(d) % rank for d in dims}) if dims else list(range(rank))
+        t = x
+        for j, d in enumerate(dims):
+            last = j == len(dims) - 1 and keepdim
+            t = self.b.op(kind, t, name=node.name if last else f"{node.name}.{d}", axis=d, keepdims=True)
+        return t if keepdim else self.b.reshape(t, self.shape(node), name=node.name)
+
+    def _sum(self, node, x, dims=None, keepdim=False, dtype=None):
+        return self._reduce(node, "ReduceSum", x, dims, keepdim)
+
+    def _mean(self, node, x, dims=None, keepdim=False, dtype=None):
+        return self._reduce(node, "Mean", x, dims, keepdim)
 
     def _masked_fill(self, node, x, mask, value):
         # masked_fill(x, M, -inf) == x + (0 where not M, -inf where M): exact, and the form the
@@ -471,13 +532,26 @@ class _Importer:
         add = np.where(np.broadcast_to(np.asarray(mask) != 0, self.shape(node)), -np.inf, 0.0)
         return self._binary(node, x, add, "Add")
 
-    def _topk(self, node, *_args, **_kw):
-        raise _Unmapped(_HINTS["topk"])  # only reached when the MoE pattern did not match
+    def _topk(self, node, x, k, dim=-1, largest=True, sorted=True):
+        kw = {"k": int(k), "axis": dim % len(x.shape), "largest": bool(largest)}
+        return (self.b.op("TopK", x, name=f"{node.name}.values", output="values", **kw),
+                self.b.op("TopK", x, name=f"{node.name}.indices", output="indices", **kw))
 
-    def _sum(self, node, *_args, **_kw):
-        raise _Unmapped(_HINTS["sum"])
+    def _to_copy(self, node, x, *_, dtype=None, **__):
+        """``x.to(dtype)``: float dtypes are the identity (the IR computes in float64), narrower
+        floats, integers and bool a Cast (integers truncate toward zero, as torch does)."""
+        name = str(dtype).replace("torch.", "") if dtype is not None else "float64"
+        if name in ("float32", "float64"):
+            return x
+        if name not in CAST_TARGETS:
+            raise _Unmapped(f"conversion to {dtype} has no IR type", "convert to a float, integer or bool dtype")
+        return self.b.op("Cast", x, name=node.name, to=name)
 
-    _zeros_like = _scatter = _topk
+    def _zeros_like(self, node, x, *_, **__):  # static shapes: a constant
+        return np.zeros(self.shape(node))
+
+    def _scatter(self, node, *_args, **_kw):
+        raise _Unmapped(_HINTS["scatter"])  # only reached when the MoE pattern did not match
 
 
 class _Unmapped(Exception):
@@ -565,11 +639,24 @@ def _scan(ep) -> list[Unsupported]:
             const.add(node.name)
             continue
         name = _aten_name(node.target)
-        if name == "getitem" or name in SUPPORTED_ATEN:
+        if name == "getitem" or name in SUPPORTED_ATEN or _bookkeeping(node, name):
             continue
         out.append(Unsupported(node.name, f"aten.{name}", f"no IR mapping for aten.{name}",
                                "rewrite it with supported ops (see celosia.frontend.torch)", _source(node)))
     return out
+
+
+_SHAPE_CHECKS = {"sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "_assert_scalar", "_assert_async",
+                 "sym_constrain_range", "sym_constrain_range_for_size"}
+
+
+def _bookkeeping(node, name: str) -> bool:
+    """True for the shape checks torch.export adds around a data-dependent size (the op that
+    made the size is what gets listed)."""
+    import torch
+
+    val = node.meta.get("val")
+    return name in _SHAPE_CHECKS or isinstance(val, (torch.SymInt, torch.SymBool, torch.SymFloat))
 
 
 def _translate(ep, name: str) -> tuple[Graph | None, list[Unsupported]]:

@@ -137,9 +137,25 @@ class _DataDependent(torch.nn.Module):
         return x
 
 
-def test_data_dependent_control_flow_names_the_line():
-    with pytest.raises(GraphError, match=r"data-dependent control flow at .*test_frontend_torch.py:\d+"):
+def test_data_dependent_control_flow_names_the_line(capsys):
+    with pytest.raises(GraphError, match=r"data-dependent control flow at .*test_frontend_torch.py:\d+") as info:
         load(_DataDependent(), (torch.randn(2, 4),))
+    assert "(if x.sum() > 0:)" in str(info.value)  # the failing source line, quoted
+    assert "torch.where" in info.value.hint
+    # torch.export prints the partial FX graph on stderr when it fails; the error replaces it
+    err = capsys.readouterr().err
+    assert "def forward" not in err and "aten.sum" not in err and "Unable to find user code" not in err
+
+
+class _NonZero(torch.nn.Module):
+    def forward(self, x):
+        return torch.nonzero(x)
+
+
+def test_data_dependent_sizes_list_the_op_not_the_shape_checks():
+    items = check(_NonZero(), (torch.randn(2, 4),))
+    assert [i.op for i in items] == ["aten.nonzero"]
+    assert "test_frontend_torch.py" in items[0].source
 
 
 def test_dynamic_shapes_are_refused():
