@@ -52,6 +52,11 @@ def scratchpad_units(program: Program, addr_bits: int) -> list[tuple[tuple[int, 
         rows = max((ins.m for ins in program.instructions if ins.opcode == Opcode.MEAN), default=1)
         units.append((vector_ops, VectorUnit(program.lanes, program.act_bits, addr_bits, InstructionLayout,
                                              program.mean_consts, rows)))
+    if Opcode.NORM in used:
+        from celosia.hw.rowunit import RowUnit
+
+        units.append(((Opcode.NORM,), RowUnit(program.lanes, program.act_bits, addr_bits, InstructionLayout,
+                                              program.norm_records, unit_lanes=program.norm_lanes)))
     return units
 
 

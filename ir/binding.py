@@ -17,7 +17,8 @@ from celosia.ir.program import Instruction, Opcode, pack_lanes
 from celosia.ir.registry import Binding
 
 __all__ = ["HOST_BINDING", "LINEAR_BINDING", "VECTOR_ADD", "VECTOR_LAYOUT", "VECTOR_CONCAT", "VECTOR_MEAN",
-           "vector_cycles", "instruction_cycles", "emit_copy", "concat_region", "row_runs"]
+           "ROW_NORM",
+           "vector_cycles", "norm_cycles", "instruction_cycles", "emit_copy", "concat_region", "row_runs"]
 
 #: The vector unit's timing contract (hw/vector.py is held to it by tests/test_vector_unit.py):
 #: ADD/COPY stream one word per cycle plus this pipeline latency; MEAN takes per tile its rows,
@@ -373,3 +374,37 @@ VECTOR_ADD = Binding(unit="vector", opcodes=(Opcode.ADD,), emit=_emit_add, cost=
 VECTOR_LAYOUT = Binding(unit="vector", opcodes=(Opcode.COPY,), emit=_emit_layout, cost=_vector_cost)
 VECTOR_CONCAT = Binding(unit="vector", opcodes=(Opcode.COPY,), emit=_emit_concat, cost=_vector_cost)
 VECTOR_MEAN = Binding(unit="vector", opcodes=(Opcode.MEAN,), emit=_emit_mean, cost=_vector_cost)
+
+
+# ---- the row unit: LayerNorm / RMSNorm ------------------------------------------------------------------
+
+#: The row unit's timing contract (hw/rowunit.py is held to it by tests/test_rowunit.py): a NORM
+#: takes ``(m + 1)·nt·W + NORM_LATENCY + ceil(log2 U)`` cycles with ``U`` elements a cycle, ``W = lanes/U``.
+NORM_LATENCY = 72
+
+
+def norm_cycles(ins: Instruction, lanes: int, unit_lanes: int) -> int:
+    """Cycles the row unit is busy for a NORM instruction."""
+    return (ins.m + 1) * ins.nt * (lanes // unit_lanes) + NORM_LATENCY + (unit_lanes - 1).bit_length()
+
+
+def _emit_norm(binder, op: Op) -> None:
+    """One NORM instruction over every row; the op's constants become row-unit record ``p_addr``."""
+    from celosia.ir.norm import NormRecord, norm_params
+
+    graph = binder.graph
+    x = binder.placement(op.inputs[0])
+    y = binder.place(op)
+    gamma = graph.op(op.inputs[1])
+    beta = graph.op(op.inputs[2]) if op.kind == "LayerNorm" else None
+    params = norm_params(op.type.shape[-1], x.fmt, op.type.fmt, gamma.type.fmt, beta.type.fmt if beta else None,
+                         op.attrs.get("eps", 1e-5), rms=op.kind == "RMSNorm")
+    binder.norm_records.append(NormRecord(params, gamma.attrs["codes"], beta.attrs["codes"] if beta else None,
+                                          name=op.name))
+    binder.emit(Instruction(
+        opcode=Opcode.NORM, x_addr=x.addr, x_stride=x.row_stride, y_addr=y.addr, y_stride=y.row_stride,
+        m=x.rows, nt=x.tiles, p_addr=len(binder.norm_records) - 1, comment=f"{op.name}: {op.kind} of {x.rows} rows"))
+
+
+ROW_NORM = Binding(unit="row", opcodes=(Opcode.NORM,), emit=_emit_norm,
+                   cost=lambda ins, program: norm_cycles(ins, program.lanes, program.norm_lanes))

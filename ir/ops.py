@@ -46,7 +46,8 @@ from celosia.errors import GraphError
 from celosia.ir import numerics as nx_
 from celosia.ir.attention import (attention_float, attention_int, attention_scores_float, attention_shapes,
                                   prob_format)
-from celosia.ir.binding import HOST_BINDING, LINEAR_BINDING, VECTOR_ADD, VECTOR_CONCAT, VECTOR_LAYOUT, VECTOR_MEAN
+from celosia.ir.binding import (HOST_BINDING, LINEAR_BINDING, ROW_NORM, VECTOR_ADD, VECTOR_CONCAT, VECTOR_LAYOUT,
+                                VECTOR_MEAN)
 from celosia.ir.elementwise import embedding_float, embedding_int, matmul_int, mul_int
 from celosia.ir.gelu import gelu_float, gelu_int
 from celosia.ir.graph import Graph, Op
@@ -452,8 +453,10 @@ for _d in [
     OpDef("Softmax", (1, 1), _same, _softmax_float, _softmax_int, _softmax_quant,
           summary="softmax over the last axis"),
     OpDef("GELU", (1, 1), _gelu, _gelu_float, _gelu_int, _activation, summary="GELU (erf or tanh form)"),
-    OpDef("LayerNorm", (3, 3), _norm, _norm_float, _norm_int, _activation, summary="LayerNorm over the last axis"),
-    OpDef("RMSNorm", (2, 2), _norm, _norm_float, _norm_int, _activation, summary="RMSNorm over the last axis"),
+    OpDef("LayerNorm", (3, 3), _norm, _norm_float, _norm_int, _activation, hw=ROW_NORM,
+          summary="LayerNorm over the last axis"),
+    OpDef("RMSNorm", (2, 2), _norm, _norm_float, _norm_int, _activation, hw=ROW_NORM,
+          summary="RMSNorm over the last axis"),
     OpDef("MatMul", (2, 2), _matmul, lambda op, args: np.matmul(args[0], args[1]),
           lambda op, args, ins: matmul_int(args[0], args[1], ins[0].type.fmt, ins[1].type.fmt, op.type.fmt),
           _product_format, weights=(0, 1), summary="batched matrix product"),

@@ -181,6 +181,8 @@ class Program:
     gelu_frac: int | None = None  # the GELU epilogue's Fixed(act_bits, gelu_frac); None: no epilogue
     scratch_init: dict[int, int] = field(default_factory=dict)  # constant tensors' words, preloaded
     mean_consts: list[int] = field(default_factory=list)  # the vector unit's MEAN constants (p_addr)
+    norm_records: list = field(default_factory=list)  # the row unit's NormRecord per NORM (p_addr)
+    norm_lanes: int = 2  # elements the row unit normalizes per cycle
     op_instructions: dict[str, list[int]] = field(default_factory=dict)  # op name -> its instructions
     # Input name -> flat source index of each element the host writes (a layout transform such as
     # image -> patches, done by the host instead of an instruction); absent: written as is.

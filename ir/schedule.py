@@ -86,6 +86,7 @@ class Binder:
         self.weight_words: list[int] = []
         self.bias_words: list[int] = []
         self.mean_consts: list[int] = []
+        self.norm_records: list = []  # celosia.ir.norm.NormRecord of each NORM instruction
         self.scratch_init: dict[int, int] = {}
         self.input_layouts: dict[str, np.ndarray] = {}
         self.macs = self.padded_macs = 0
@@ -266,7 +267,8 @@ def unsupported_ops(graph: Graph) -> list[tuple[Op, str]]:
     return found
 
 
-def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None, capacity: int | None = None) -> Program:
+def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None, capacity: int | None = None,
+             norm_lanes: int | None = None) -> Program:
     """Compile a quantized, fused graph into a :class:`Program` for a ``lanes x lanes`` array.
 
     Parameters
@@ -279,6 +281,8 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None, capacity:
         Accumulator width; defaults to the bias format's width.
     capacity : int, optional
         Scratchpad words available; a tensor that does not fit is refused, naming it.
+    norm_lanes : int, optional
+        Elements the row unit normalizes per cycle (a divisor of ``lanes``; default 2).
 
     Raises
     ------
@@ -329,6 +333,8 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None, capacity:
         gelu_frac=gelu_frac,
         scratch_init=binder.scratch_init,
         mean_consts=binder.mean_consts,
+        norm_records=binder.norm_records,
+        norm_lanes=norm_lanes or min(lanes, 2),
         op_instructions=binder.op_instructions,
         input_layouts=binder.input_layouts,
     )
