@@ -3,10 +3,13 @@
 unit, strided rows, bit-exact against :func:`celosia.ir.norm.norm_int`, and its busy cycles against
 ``RowUnit.instruction_cycles``."""
 
+import json
+
 import numpy as np
 import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
@@ -190,6 +193,56 @@ def test_single_record_unit():
     rng = np.random.default_rng(7)
     _run_plan(rng, 8, 8, [_FIXED[4]], [(0, 20, 0.0), (0, 1, 0.0), (0, 6, 100.0)])
     _run_plan(rng, 8, 4, [_FIXED[2]], [(0, 13, 0.0), (0, 2, 1000.0)])
+
+
+class _VerilatorBench(_Bench):
+    """The unit and a preloaded scratchpad, with the job ports and a read-back port at the top."""
+
+    def __init__(self, lanes, unit_lanes, records, image: dict[int, int]):
+        self.ru = RowUnit(lanes, A, 10, InstructionLayout, records, unit_lanes=unit_lanes)
+        self.mem = Memory(shape=lanes * A, depth=DEPTH, init=[image.get(a, 0) for a in range(DEPTH)])
+        wiring.Component.__init__(self, {"start": In(1), "ins": In(InstructionLayout), "busy": Out(1),
+                                         "dump_addr": In(10), "dump_data": Out(lanes * A)})
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        d = self.mem.read_port()
+        m.d.comb += [self.ru.job.start.eq(self.start), self.ru.job.ins.eq(self.ins), self.busy.eq(self.ru.job.busy),
+                     d.addr.eq(self.dump_addr), self.dump_data.eq(d.data)]
+        return m
+
+
+@pytest.mark.slow
+def test_verilator(tmp_path):
+    """The same instructions on Verilator (through cocotb): bit-exact rows and exact busy cycles."""
+    from celosia.sim.cocotb_runner import run_cocotb
+
+    lanes, unit_lanes = 8, 2
+    rng = np.random.default_rng(5)
+    plan = [(0, 20, 0.0), (1, 3, 0.0), (2, 7, 100.0), (3, 5, 0.0), (4, 11, 0.0), (0, 1, 1000.0)]
+    preload, jobs, want = {}, [], []
+    x_addr, y_addr = 0, 512
+    for k, (p_addr, rows, mean_ratio) in enumerate(plan):
+        pre, ins, exp = _case(rng, lanes, _FIXED, p_addr, rows, mean_ratio, x_addr, y_addr, pad=k % 3)
+        preload.update(pre)
+        jobs.append(ins)
+        want.append(exp)
+        x_addr += rows * ins.x_stride
+        y_addr += rows * ins.y_stride
+    expected = []
+    for ins, exp in zip(jobs, want):
+        D = exp.shape[1]
+        for r in range(ins.m):
+            row = np.zeros(ins.nt * lanes, dtype=np.int64)
+            row[:D] = exp[r]
+            for t in range(ins.nt):
+                expected.append([ins.y_addr + r * ins.y_stride + t, pack_lanes(row[t * lanes:(t + 1) * lanes], A)])
+    dut = _VerilatorBench(lanes, unit_lanes, _FIXED, preload)
+    words = [InstructionLayout.const({k: getattr(i, k) for k, _ in InstructionLayout}).as_value().value for i in jobs]
+    stim = tmp_path / "stimulus.json"
+    stim.write_text(json.dumps({"jobs": words, "cycles": [dut.ru.cycles(i) for i in jobs], "expected": expected}))
+    result = run_cocotb(dut, "rowunit_top", "rowunit_tb", tmp_path, params={"file": str(stim)})
+    assert result.tests == ["norm_jobs"]
 
 
 def test_cycles_formula():
