@@ -82,8 +82,8 @@ def _counts(args, *names: str) -> None:
 
 
 def _print_json(value: dict) -> None:
-    """The result as one JSON line: always the last line of stdout."""
-    print(json.dumps(value, sort_keys=True), flush=True)
+    """The result as one JSON line: always the last line of stdout (keys in the order given)."""
+    print(json.dumps(value), flush=True)
 
 
 def _fmt(v, spec=".3g"):
