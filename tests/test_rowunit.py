@@ -252,6 +252,16 @@ def test_cycles_formula():
     assert RowUnit.instruction_cycles(ins, 8) == 18 * 4 + NORM_LATENCY + 3
 
 
+def test_scheduler_cost_matches_the_unit():
+    """The performance model's copy of the timing contract (celosia.ir.binding) is the unit's."""
+    from celosia.ir import binding
+
+    assert binding.NORM_LATENCY == NORM_LATENCY
+    for m, nt, lanes, unit_lanes in [(1, 1, 8, 8), (17, 4, 8, 2), (3, 5, 4, 1), (20, 2, 16, 4)]:
+        ins = Instruction(opcode=Opcode.NORM, m=m, nt=nt)
+        assert binding.norm_cycles(ins, lanes, unit_lanes) == RowUnit.instruction_cycles(ins, lanes, unit_lanes)
+
+
 def test_rejects_bad_configurations():
     with pytest.raises(HardwareGenerationError, match="unit_lanes"):
         RowUnit(8, A, 10, InstructionLayout, _FIXED, unit_lanes=3)
