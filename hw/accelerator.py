@@ -139,7 +139,7 @@ class Accelerator(wiring.Component):
         b_rd = bmem.read_port()
         x_rd = scratch.read_port()  # X tiles while running, host reads while idle
         r_rd = scratch.read_port()  # residual tiles
-        s_wr = scratch.write_port()  # Y tiles while running, host writes while idle
+        s_wr = scratch.write_port(granularity=prog.act_bits)  # Y tiles, unit results; host writes while idle
 
         # ---- controller state ----------------------------------------------------------
         pc = Signal(range(max(len(prog.instructions), 2)))
@@ -252,10 +252,11 @@ class Accelerator(wiring.Component):
             m.d.comb += [
                 s_wr.addr.eq(y_ptr),
                 s_wr.data.eq(linear.y.payload),
-                s_wr.en.eq(linear.y.valid & writing),
+                s_wr.en.eq((linear.y.valid & writing).replicate(lanes)),
             ]
         with m.Else():
-            m.d.comb += [s_wr.addr.eq(self.host_addr), s_wr.data.eq(self.host_wdata), s_wr.en.eq(self.host_we)]
+            m.d.comb += [s_wr.addr.eq(self.host_addr), s_wr.data.eq(self.host_wdata),
+                         s_wr.en.eq(self.host_we.replicate(lanes))]
         start_job = Signal()  # load `new_job` as the write-back job this cycle
         new_job = Signal(job_layout)
         with m.If(start_job):
@@ -327,7 +328,9 @@ class Accelerator(wiring.Component):
                         m.d.comb += [
                             x_rd.addr.eq(unit.rd0.addr), r_rd.addr.eq(unit.rd1.addr),
                             unit.rd0.data.eq(x_rd.data), unit.rd1.data.eq(r_rd.data),
-                            s_wr.addr.eq(unit.wr.addr), s_wr.data.eq(unit.wr.data), s_wr.en.eq(unit.wr.en),
+                            s_wr.addr.eq(unit.wr.addr), s_wr.data.eq(unit.wr.data),
+                            s_wr.en.eq(unit.wr.en.replicate(lanes)
+                                       & (unit.wr.lane_en if hasattr(unit.wr, "lane_en") else -1)),
                         ]
                         with m.If(~unit.job.busy & ~unit_started):
                             m.d.sync += pc.eq(pc + 1)

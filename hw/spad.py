@@ -13,7 +13,8 @@ adapter; the linear array is driven by the controller itself) is a ``wiring.Comp
     earlier (and keeps it while ``en`` is low). A unit that needs one read port leaves ``rd1``'s
     ``en`` low.
 ``wr``  ``Out(WritePortSignature(...))``
-    ``en`` writes ``data`` at ``addr`` at the end of the cycle.
+    ``en`` writes ``data`` at ``addr`` at the end of the cycle (only the lanes set in ``lane_en``
+    when the unit's port has one).
 
 While a unit runs it owns these ports alone (the controller starts an instruction only when every
 earlier one has finished, except LINEAR after LINEAR; docs/isa.md), so the scratchpad never stalls a
@@ -44,9 +45,17 @@ def ReadPortSignature(addr_bits: int, word_bits: int) -> wiring.Signature:
     return wiring.Signature({"addr": Out(addr_bits), "en": Out(1), "data": In(word_bits)})
 
 
-def WritePortSignature(addr_bits: int, word_bits: int) -> wiring.Signature:
-    """A scratchpad write port, as seen from the unit that drives it."""
-    return wiring.Signature({"addr": Out(addr_bits), "data": Out(word_bits), "en": Out(1)})
+def WritePortSignature(addr_bits: int, word_bits: int, lanes: int | None = None) -> wiring.Signature:
+    """A scratchpad write port, as seen from the unit that drives it.
+
+    With ``lanes``, the port also has ``lane_en`` (one bit per lane): only the lanes whose bit is
+    set are written (a unit that fills a word in several writes, such as attention heads
+    narrower than a word). Without it, ``en`` writes the whole word.
+    """
+    members = {"addr": Out(addr_bits), "data": Out(word_bits), "en": Out(1)}
+    if lanes is not None:
+        members["lane_en"] = Out(lanes)
+    return wiring.Signature(members)
 
 
 def JobSignature(ins_layout) -> wiring.Signature:

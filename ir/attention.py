@@ -80,6 +80,10 @@ from celosia.ir.softmax import softmax_float
 from celosia.errors import GraphError, HardwareGenerationError
 
 __all__ = [
+    "AttentionConfig",
+    "AttentionRecord",
+    "attention_unit_cycles",
+    "OperandLayout",
     "EXP_FRAC",
     "TILE",
     "AttentionNumerics",
@@ -398,3 +402,64 @@ def attention_error_bound(q, k, v, mask, attrs: dict, fq: Fixed, fk: Fixed, fv: 
          + nabs * (2.0 ** -(num.Fr + 1) + rel / dd[..., None]))
     bound = np.where(live[..., None], b, 0.0) + out_fmt.lsb / 2
     return _merge(bound * (1 + 1e-9), packed)
+
+
+@dataclass(frozen=True)
+class OperandLayout:
+    """Where head ``h``, position ``t``, element ``e`` of an attention operand lies in the scratchpad:
+    row ``t + h·head_rows`` and column ``h·head_cols + e`` of a tensor placed from ``addr`` with row
+    stride ``stride`` (split ``(B, H, T, E)`` layouts step heads by rows, packed ``(B, T, H·E)``
+    ones by columns)."""
+
+    addr: int
+    stride: int
+    head_rows: int
+    head_cols: int
+
+
+@dataclass(frozen=True)
+class AttentionRecord:
+    """One Attention op of one batch element as the attention unit runs it (instruction ``p_addr``).
+
+    Attributes
+    ----------
+    heads, kv_heads, seq_q, seq_k : int
+    causal : bool
+    q, k, v, out : OperandLayout
+    name : str
+    """
+
+    heads: int
+    kv_heads: int
+    seq_q: int
+    seq_k: int
+    causal: bool
+    q: OperandLayout
+    k: OperandLayout
+    v: OperandLayout
+    out: OperandLayout
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """The generation parameters of a program's one attention engine
+    (:class:`celosia.hw.attention.AttentionEngine`); formats are shared by all its ops."""
+
+    e: int
+    f: int
+    lanes: int
+    rows: int
+    q_fmt: Fixed
+    k_fmt: Fixed
+    v_fmt: Fixed
+    score_fmt: Fixed
+    out_fmt: Fixed
+    scale: float
+    max_len: int
+    tile: int = TILE
+
+
+def attention_unit_cycles(record: AttentionRecord, config: AttentionConfig) -> int:
+    """Cycles the attention unit is busy for one ATTENTION instruction (its timing contract)."""
+    raise NotImplementedError("the attention unit's timing contract is not written yet")

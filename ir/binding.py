@@ -17,7 +17,7 @@ from celosia.ir.program import Instruction, Opcode, pack_lanes
 from celosia.ir.registry import Binding
 
 __all__ = ["HOST_BINDING", "LINEAR_BINDING", "VECTOR_ADD", "VECTOR_LAYOUT", "VECTOR_CONCAT", "VECTOR_MEAN",
-           "ROW_NORM",
+           "ROW_NORM", "ATTENTION_UNIT",
            "vector_cycles", "norm_cycles", "instruction_cycles", "emit_copy", "concat_region", "row_runs"]
 
 #: The vector unit's timing contract (hw/vector.py is held to it by tests/test_vector_unit.py):
@@ -408,3 +408,61 @@ def _emit_norm(binder, op: Op) -> None:
 
 ROW_NORM = Binding(unit="row", opcodes=(Opcode.NORM,), emit=_emit_norm,
                    cost=lambda ins, program: norm_cycles(ins, program.lanes, program.norm_lanes))
+
+
+# ---- the attention unit ---------------------------------------------------------------------------------
+
+def _attention_dims(op: Op, q, k, v) -> tuple[bool, int, int, int, int, int, int, int]:
+    """``(packed, B, H, Hkv, Tq, Tk, E, F)`` of an Attention op from its operand shapes."""
+    if len(q.shape) == 3:
+        heads = int(op.attrs.get("heads", 1))
+        kv = int(op.attrs.get("kv_heads", heads))
+        return True, q.shape[0], heads, kv, q.shape[1], k.shape[1], q.shape[2] // heads, v.shape[2] // kv
+    return False, q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3], v.shape[3]
+
+
+def _emit_attention(binder, op: Op) -> None:
+    """One ATTENTION instruction per batch element; heads are addressed in place (a column offset
+    in a packed ``(T, H·E)`` tensor, a row offset in a split ``(H, T, E)`` one), never copied."""
+    from celosia.ir.attention import AttentionRecord, OperandLayout
+
+    if len(op.inputs) == 4:
+        raise ScheduleError(f"Attention '{op.name}': a key-padding mask is not taken by the attention unit yet",
+                            hint="compile without the mask (static padding), or run it in the golden executor")
+    q, k, v = (binder.placement(i) for i in op.inputs)
+    y = binder.place(op)
+    packed, batch, heads, kv_heads, tq, tk, e, f = _attention_dims(op, q, k, v)
+
+    def layout(p, n_heads, seq, width, b) -> OperandLayout:
+        if packed:
+            return OperandLayout(p.addr + b * seq * p.row_stride, p.row_stride, 0, width)
+        return OperandLayout(p.addr + b * n_heads * seq * p.row_stride, p.row_stride, seq, 0)
+
+    for b in range(batch):
+        rec = AttentionRecord(heads, kv_heads, tq, tk, bool(op.attrs.get("causal")), layout(q, heads, tq, e, b),
+                              layout(k, kv_heads, tk, e, b), layout(v, kv_heads, tk, f, b),
+                              layout(y, heads, tq, f, b), name=op.name)
+        binder.attention_records.append(rec)
+        binder.emit(Instruction(
+            opcode=Opcode.ATTENTION, x_addr=rec.q.addr, x_stride=rec.q.stride, r_addr=rec.k.addr,
+            r_stride=rec.k.stride, v_addr=rec.v.addr, v_stride=rec.v.stride, y_addr=rec.out.addr,
+            y_stride=rec.out.stride, m=tq, nt=y.tiles, p_addr=len(binder.attention_records) - 1,
+            comment=f"{op.name}: {heads}/{kv_heads} heads, {tq}x{tk}, E={e}, F={f}"
+                    + (", causal" if rec.causal else "") + (f", batch {b}" if batch > 1 else "")),
+            macs=heads * tq * tk * (e + f))
+
+
+def _attention_shared(op: Op) -> dict[str, str]:
+    """The attention engine is generated for one format per operand (and one score format)."""
+    return {"q": op.inputs[0], "k": op.inputs[1], "v": op.inputs[2], "score": f"{op.name}:score_fmt",
+            "out": op.name}
+
+
+def _attention_cost(ins: Instruction, program) -> int:
+    from celosia.ir.attention import attention_unit_cycles
+
+    return attention_unit_cycles(program.attention_records[ins.p_addr], program.attention)
+
+
+ATTENTION_UNIT = Binding(unit="attention", opcodes=(Opcode.ATTENTION,), emit=_emit_attention,
+                         cost=_attention_cost, shared_formats=_attention_shared)

@@ -380,7 +380,8 @@ def _attention_calibrate(op: Op, args: list[np.ndarray]) -> dict[str, float]:
 
 
 def _attention_quant(ctx: QuantContext, op: Op, override):
-    op.attrs["score_fmt"] = ctx.precision.overrides.get(f"{op.name}:scores") or ctx.act(f"{op.name}:scores")
+    op.attrs["score_fmt"] = (ctx.forced.get(f"{op.name}:score_fmt") or ctx.override(f"{op.name}:scores")
+                             or ctx.act(f"{op.name}:scores"))
     op.attrs["prob_fmt"] = prob_format(ctx.precision.act_bits)
     return override or ctx.act(op.name, op.attrs["prob_fmt"].frac + ctx.fmt(op.inputs[2]).frac)
 

@@ -126,7 +126,7 @@ class Instruction:
         if self.opcode == Opcode.HALT:
             return "HALT"
         parts = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)[1:] if f.name != "comment"]
-        return f"{op:<7}{' '.join(parts)}" + (f"  ; {self.comment}" if self.comment else "")
+        return f"{op:<10}{' '.join(parts)}" + (f"  ; {self.comment}" if self.comment else "")
 
 
 @dataclass(frozen=True)
@@ -183,6 +183,8 @@ class Program:
     mean_consts: list[int] = field(default_factory=list)  # the vector unit's MEAN constants (p_addr)
     norm_records: list = field(default_factory=list)  # the row unit's NormRecord per NORM (p_addr)
     norm_lanes: int = 2  # elements the row unit normalizes per cycle
+    attention_records: list = field(default_factory=list)  # AttentionRecord per ATTENTION (p_addr)
+    attention: object | None = None  # celosia.ir.attention.AttentionConfig of the attention engine
     op_instructions: dict[str, list[int]] = field(default_factory=dict)  # op name -> its instructions
     # Input name -> flat source index of each element the host writes (a layout transform such as
     # image -> patches, done by the host instead of an instruction); absent: written as is.

@@ -121,12 +121,21 @@ class QuantContext:
     precision : Precision
     gelu_frac : int or None
         The one format every GELU-fused Linear shares (:func:`gelu_linear_frac`).
+    forced : dict of str to Fixed
+        Formats a unit needs shared by all its ops (:func:`shared_formats`); they win over overrides.
     """
 
     graph: Graph
     ranges: dict[str, float]
     precision: Precision
     gelu_frac: int | None
+    forced: dict[str, nx_.Fixed] = field(default_factory=dict)
+
+    def override(self, key: str | None) -> nx_.Fixed | None:
+        """The format tensor ``key`` must take (a shared unit format, else the user's override), or None."""
+        if key is None:
+            return None
+        return self.forced.get(key) or self.precision.overrides.get(key)
 
     def fmt(self, name: str) -> nx_.Fixed:
         """The format already given to tensor ``name``."""
@@ -190,19 +199,51 @@ def quantize(graph: Graph, samples: Iterable[Mapping[str, np.ndarray]], precisio
     (``Precision.overrides``) replaces the calibrated choice of the tensor it names.
     """
     ranges = calibrate(graph, samples)
+    _check_override_names(graph, precision)
+    out = _assign(graph, ranges, precision, {})
+    shared = shared_formats(out)
+    if shared:  # a unit built for one format per operand role: give every op the coarsest
+        out = _assign(graph, ranges, precision, shared)
+        still = shared_formats(out)
+        if still:
+            raise QuantizationError(f"formats of {', '.join(sorted(still))} cannot be shared by their unit",
+                                    hint="override them to one format (Precision.overrides)")
+    return out
+
+
+def _assign(graph: Graph, ranges: dict[str, float], precision: Precision, forced: dict[str, nx_.Fixed]) -> Graph:
     out = graph.copy()
-    ctx = QuantContext(out, ranges, precision, gelu_linear_frac(out, ranges, precision))
-    _check_override_names(out, precision)
+    ctx = QuantContext(out, ranges, precision, gelu_linear_frac(out, ranges, precision), forced)
     for op in out:
         rule = op_def(op).quant
         if rule is None:
             raise QuantizationError(f"{op.kind} '{op.name}' has no quantization rule",
                                     hint=f"{op.kind} runs in float only; remove it or declare its rule")
-        override = precision.overrides.get(op.name) or precision.overrides.get(op.attrs.get("activation_op"))
-        fmt = rule(ctx, op, override)
+        fmt = rule(ctx, op, ctx.override(op.name) or ctx.override(op.attrs.get("activation_op")))
         if fmt is not None:
             out.replace(op.evolve(type=op.type.with_fmt(fmt)))
     return out
+
+
+def shared_formats(graph: Graph) -> dict[str, nx_.Fixed]:
+    """Tensors whose unit is built for one format per operand role (``Binding.shared_formats``) but
+    got several, each mapped to the coarsest of its role (the same width, the fewest fractional bits)."""
+    roles: dict[tuple[str, str], dict[str, nx_.Fixed]] = {}
+    for op in graph:
+        hw = op_def(op).hw
+        if hw is None or hw.shared_formats is None:
+            continue
+        for role, key in hw.shared_formats(op).items():
+            name, _, internal = key.partition(":")
+            fmt = graph.op(name).attrs[internal] if internal else graph.op(name).type.fmt
+            roles.setdefault((hw.unit, role), {})[key] = fmt
+    forced = {}
+    for members in roles.values():
+        if len(set(members.values())) > 1:
+            coarse = min(members.values(), key=lambda f: f.frac)
+            wide = max(f.bits for f in members.values())
+            forced.update({key: nx_.Fixed(wide, coarse.frac) for key in members})
+    return forced
 
 
 def quantize_const(ctx: QuantContext, op, override) -> nx_.Fixed | None:

@@ -61,6 +61,10 @@ class Binding:
         base cost; dependency stalls and pipeline latency come on top).
     check : callable(graph, op) -> str or None, optional
         Why this particular op cannot run on the unit (shape or format limits), or None.
+    shared_formats : callable(op) -> dict of str to str, optional
+        For a unit generated with one format per operand role: ``{role: tensor}`` of the op
+        (``"<op>:<attr>"`` names an internal format attribute, e.g. ``"att:score_fmt"``); the quantize pass gives every op of the unit the coarsest format of
+        each role.
     """
 
     unit: str
@@ -68,6 +72,7 @@ class Binding:
     emit: Callable[[Any, "Op"], None]
     cost: Callable[[Any, int], int] | None = None
     check: Callable[["Graph", "Op"], "str | None"] | None = None
+    shared_formats: Callable[["Op"], "dict[str, str]"] | None = None
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ class Binder:
         self.bias_words: list[int] = []
         self.mean_consts: list[int] = []
         self.norm_records: list = []  # celosia.ir.norm.NormRecord of each NORM instruction
+        self.attention_records: list = []  # celosia.ir.attention.AttentionRecord of each ATTENTION
         self.scratch_init: dict[int, int] = {}
         self.input_layouts: dict[str, np.ndarray] = {}
         self.macs = self.padded_macs = 0
@@ -334,10 +335,42 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None, capacity:
         scratch_init=binder.scratch_init,
         mean_consts=binder.mean_consts,
         norm_records=binder.norm_records,
+        attention_records=binder.attention_records,
+        attention=_attention_config(graph, lanes) if binder.attention_records else None,
         norm_lanes=norm_lanes or min(lanes, 2),
         op_instructions=binder.op_instructions,
         input_layouts=binder.input_layouts,
     )
+
+
+def _attention_config(graph: Graph, lanes: int):
+    """The one attention engine every Attention op of ``graph`` runs on (their formats are shared by
+    the quantize pass; head sizes and scales must agree)."""
+    from celosia.ir.attention import AttentionConfig
+
+    ops = graph.ops("Attention")
+    shapes = set()
+    for op in ops:
+        q, k, v = (graph.op(i).type.shape for i in op.inputs[:3])
+        packed = len(q) == 3
+        heads = int(op.attrs.get("heads", 1)) if packed else q[1]
+        kv = int(op.attrs.get("kv_heads", heads)) if packed else k[1]
+        e = q[-1] // heads if packed else q[-1]
+        f = v[-1] // kv if packed else v[-1]
+        scale = float(op.attrs.get("scale") or 1.0 / math.sqrt(e))
+        shapes.add((e, f, scale))
+    if len(shapes) > 1:
+        raise ScheduleError("the Attention ops " + ", ".join(f"'{op.name}'" for op in ops)
+                            + f" have different head sizes or scales {sorted(shapes)}: the accelerator has one engine",
+                            hint="use one head size (E, F) and scale for every attention layer")
+    (e, f, scale), = shapes
+    first = ops[0]
+    fmts = [graph.op(i).type.fmt for i in first.inputs[:3]]
+    seq = max(max(graph.op(op.inputs[1]).type.shape[-2 if len(graph.op(op.inputs[1]).type.shape) == 4 else 1]
+                  for op in ops), 2)
+    return AttentionConfig(e=e, f=f, lanes=max(2, min(e, lanes)), rows=1, q_fmt=fmts[0], k_fmt=fmts[1],
+                           v_fmt=fmts[2], score_fmt=first.attrs["score_fmt"], out_fmt=first.type.fmt, scale=scale,
+                           max_len=1 << (seq - 1).bit_length())
 
 
 def _hardware_kinds() -> dict[str, str]:
