@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from celosia.errors import CelosiaError, GraphError
-from celosia.frontend.onnx_import import STATIC_OPERANDS, Importer, Unmapped
+from celosia.frontend.onnx_import import CONV_HINT, STATIC_OPERANDS, Importer, Unmapped
 from celosia.frontend.support import Unsupported, UnsupportedOpsError
 from celosia.ir.graph import Graph
 
@@ -71,9 +71,7 @@ SUPPORTED_ONNX = frozenset({
     "ReduceMean", "ReduceSum", "ReduceMax", "TopK", "Gather", "Expand", "RotaryEmbedding", "Conv",
     "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Split", "Concat",
 })
-_HINTS = {
-    "Conv": "use a convolution with stride equal to its kernel, no padding, one group (a patch embedding)",
-}
+_HINTS = {"Conv": CONV_HINT}
 
 
 def _onnx():

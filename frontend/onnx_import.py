@@ -16,6 +16,7 @@ truncating division) is refused naming the node. A use the IR cannot express rai
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from celosia.ir.mathops import CAST_TARGETS
 from celosia.ir.pipeline import tidy
 from celosia.ir.registry import op_def
 
-__all__ = ["Importer", "Unmapped", "STATIC_OPERANDS", "safe_name"]
+__all__ = ["Importer", "Unmapped", "Empty", "STATIC_OPERANDS", "CONV_HINT", "safe_name"]
 
 #: ONNX element types (TensorProto.DataType) of integer and bool tensors.
 INTEGER_TYPES = frozenset({2, 3, 4, 5, 6, 7, 12, 13, 21, 22, 25, 26})
@@ -37,6 +38,7 @@ STATIC_OPERANDS = {
     "Reshape": (1,), "Expand": (1,), "Slice": (1, 2, 3, 4), "Split": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
     "ReduceSum": (1,), "ReduceMean": (1,), "ReduceMax": (1,), "TopK": (1,),
 }
+CONV_HINT = "use a convolution with stride equal to its kernel, no padding, one group (a patch embedding)"
 _MAX_RUNS = 64  # Concat's arity: a constant gather with more contiguous runs becomes a Gather op
 
 _UNARY = {"Exp": "Exp", "Tanh": "Tanh", "Sqrt": "Sqrt", "Reciprocal": "Reciprocal", "Neg": "Neg", "Erf": "Erf",
@@ -57,6 +59,14 @@ class Unmapped(Exception):
     def __init__(self, reason: str, hint: str | None = None):
         super().__init__(reason)
         self.reason, self.hint = reason, hint or reason
+
+
+@dataclass(frozen=True)
+class Empty:
+    """A zero-size intermediate value (a Split part or Slice of length 0): no IR tensor holds it;
+    a Concat drops it, any other reader is refused."""
+
+    shape: tuple[int, ...]
 
 
 def safe_name(name: str) -> str:
@@ -186,7 +196,7 @@ class Importer:
         return self.concat(parts, axis, name)
 
     def shape_of(self, x) -> tuple[int, ...]:
-        return tuple(x.shape) if isinstance(x, Tensor) else np.shape(x)
+        return tuple(x.shape) if isinstance(x, (Tensor, Empty)) else np.shape(x)
 
     # -- the walk -------------------------------------------------------------------------
     def run(self) -> Graph:
@@ -222,6 +232,10 @@ class Importer:
                     self.env[out] = val
         for vo in g.output:
             out = safe_name(vo.name)
+            if isinstance(self.v(vo.name), Empty):
+                self.current = next((n for n in g.node if vo.name in n.output), self.current)
+                raise Unmapped(f"output '{vo.name}' is empty {self.v(vo.name).shape}",
+                               hint="every IR tensor holds at least one element")
             self.b.output(self.t(self.v(vo.name), f"{out}.const"), out)
         return tidy(self.b.build())
 
@@ -238,7 +252,11 @@ class Importer:
         if op == "Shape" and isinstance(args[0], Tensor):  # static shapes: a constant
             shape = np.array(args[0].shape, dtype=np.int64)
             return shape[attrs.get("start", 0): attrs.get("end", len(shape))]
-        if not any(isinstance(a, Tensor) for a in args):
+        empty = [i for i, a in zip(node.input, args) if isinstance(a, Empty)]
+        if empty and op != "Concat":
+            raise Unmapped(f"{op} '{name}' reads the empty tensor '{empty[0]}'",
+                           hint="every IR tensor holds at least one element")
+        if not any(isinstance(a, (Tensor, Empty)) for a in args):
             return self.fold(node)
         for index in STATIC_OPERANDS.get(op, ()):
             if index < len(args) and isinstance(args[index], Tensor):
@@ -443,8 +461,6 @@ class Importer:
         return self.b.moe(a[0], *a[1:7], top_k=at["top_k"], activation=at["activation"], name=name)
 
     def _Conv(self, name, node, a, at):
-        from celosia.frontend.onnx import _HINTS
-
         x, w = a[0], a[1]
         bias = a[2] if len(a) > 2 else None
         k = tuple(at.get("kernel_shape", np.shape(w)[2:]))
@@ -452,7 +468,7 @@ class Importer:
                 or tuple(at.get("strides", (1, 1))) != k or any(at.get("pads", (0, 0, 0, 0))) or at.get("group", 1) != 1
                 or tuple(at.get("dilations", (1, 1))) != (1, 1) or at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")
                 or x.shape[2] % k[0] or x.shape[3] % k[1]):
-            raise Unmapped(_HINTS["Conv"])
+            raise Unmapped(CONV_HINT)
         bsz, c, h, wd = x.shape
         gh, gw = h // k[0], wd // k[1]
         t = self.b.reshape(x, (bsz, c, gh, k[0], gw, k[1]), name=f"{name}.split")
@@ -716,8 +732,7 @@ class Importer:
                 raise Unmapped(f"Slice '{name}': a step of 0")
             idx = range(*slice(int(s), int(e), int(st)).indices(t.shape[ax]))
             if len(idx) == 0:
-                raise Unmapped(f"Slice '{name}': the result along axis {ax} is empty",
-                               hint="every IR tensor holds an element")
+                return Empty(tuple(t.shape[:ax]) + (0,) + tuple(t.shape[ax + 1:]))
             t = self.slice(t, ax, idx.start, idx.stop, part) if idx.step == 1 else self.take(t, ax, list(idx), part)
         return t
 
@@ -732,17 +747,24 @@ class Importer:
             n = int(at.get("num_outputs", len(node.output)))
             chunk = -(-dim // n)
             sizes = [chunk] * (n - 1) + [dim - chunk * (n - 1)]
-        if sum(sizes) != dim or any(s <= 0 for s in sizes):
-            raise Unmapped(f"Split '{name}': sizes {sizes} do not split an axis of {dim} into non-empty parts")
+        if sum(sizes) != dim or any(s < 0 for s in sizes):
+            raise Unmapped(f"Split '{name}': sizes {sizes} do not split an axis of {dim}")
         outs, start = [], 0
         for i, s in enumerate(sizes):
-            outs.append(self.slice(x, axis, start, start + s, f"{name}.{i}"))
+            part = x.shape[:axis] + (s,) + x.shape[axis + 1:]
+            outs.append(self.slice(x, axis, start, start + s, f"{name}.{i}") if s else Empty(tuple(part)))
             start += s
         return tuple(outs)
 
     def _Concat(self, name, node, a, at):
         parts = [p for p in a if p is not None]
-        return self.concat(parts, at["axis"] % len(self.shape_of(parts[0])), name)
+        axis = at["axis"] % len(self.shape_of(parts[0]))
+        kept = [p for p in parts if isinstance(p, Tensor) or (not isinstance(p, Empty) and np.size(p))]
+        if not kept:
+            shape = list(self.shape_of(parts[0]))
+            shape[axis] = 0
+            return Empty(tuple(shape))
+        return self.concat(kept, axis, name)
 
     def _Expand(self, name, node, a, at):
         x, shape = a

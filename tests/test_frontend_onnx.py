@@ -272,3 +272,19 @@ def test_pytorch_exported_vits_import_and_match(name):
     _close(run_float(g, {"x": x})["logits"], want)
     proto = onnx.load_from_string(data)
     _close(run_float(g, {"x": x})["logits"], ReferenceEvaluator(proto).run(None, {"x": x.astype(np.float32)})[0])
+
+
+def test_empty_split_parts_are_dropped_by_concat_and_refused_elsewhere():
+    """The ONNX RotaryEmbedding function splits off a zero-length 'not rotated' part and concatenates it back."""
+    sizes = numpy_helper.from_array(np.array([4, 0]), "sizes")
+    nodes = [helper.make_node("Split", ["x", "sizes"], ["a", "b"], name="split", axis=1),
+             helper.make_node("Neg", ["a"], ["n"], name="neg"),
+             helper.make_node("Concat", ["n", "b"], ["y"], name="cat", axis=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, (2, 4))],
+                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, (2, 4))], [sizes])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.arange(8.0).reshape(2, 4)
+    np.testing.assert_array_equal(run_float(load(model), {"x": x})["y"], -x)
+    model.graph.node[1].input[0] = "b"
+    with pytest.raises(UnsupportedOpsError, match="reads the empty tensor 'b'"):
+        load(model)
