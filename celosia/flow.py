@@ -32,15 +32,13 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from celosia.errors import CelosiaError, OptionError, ScheduleError, SimulationError, UnknownNameError
+from celosia.errors import OptionError, ScheduleError, SimulationError, UnknownNameError
 from celosia.output import check_output, resolve_path, staged_output
 from celosia.progress import Progress, as_progress, format_seconds
 
@@ -293,20 +291,6 @@ def _plain(value):
 # --------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _quiet_torch_export() -> Iterator[None]:
-    """Silence the one FutureWarning torch 2.13 prints on every ``torch.export`` decomposition.
-
-    ``ExportedProgram.run_decompositions`` deep-copies its module call graph, whose pytree
-    ``LeafSpec`` objects warn about their own deprecation (typing_extensions); the warning is
-    about torch's internals, not the user's model.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning,
-                                message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-        yield
-
-
 def _model_path(model):
     """``~`` and relative ``.onnx`` paths made absolute; other models unchanged."""
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
@@ -343,8 +327,7 @@ def import_model(model, example_inputs=None, *, batch: int = 1) -> Imported:
 
         return Imported(model, graph, sampler, batch)
 
-    with _quiet_torch_export():
-        name, graph = resolve_model(_model_path(model), example_inputs, batch=batch)
+    name, graph = resolve_model(_model_path(model), example_inputs, batch=batch)
 
     def sampler(count: int, seed: int) -> list[dict]:
         rng = np.random.default_rng(seed)
@@ -634,8 +617,7 @@ def check(model, example_inputs=None, *, batch: int = 1) -> CheckReport:
     from celosia.frontend.check import check_model
 
     batch = check_count(batch, "batch")
-    with _quiet_torch_export():
-        return check_model(_model_path(model), example_inputs, batch=batch)
+    return check_model(_model_path(model), example_inputs, batch=batch)
 
 
 def prepare(model, board="ulx3s-85f", *, example_inputs=None, quant: str = "w8a16", batch: int = 1,

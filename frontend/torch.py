@@ -50,6 +50,7 @@ import logging
 import operator
 import re
 import sys
+import warnings
 import traceback
 from typing import Any, Callable
 
@@ -122,10 +123,15 @@ def _export(model, args: tuple, name: str):
             except Exception as exc:  # data-dependent control flow, unsupported Python, ...
                 raise _export_error(model, name, exc) from None
         sys.stderr.write(captured.getvalue())  # a successful export's warnings, as torch printed them
-    try:
-        return ep.run_decompositions({})
-    except Exception:
-        return ep
+    with warnings.catch_warnings():
+        # torch 2.13's run_decompositions deep-copies pytree LeafSpecs, which warn about their own
+        # deprecation: torch's internals, not the user's model
+        warnings.filterwarnings("ignore", category=FutureWarning,
+                                message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+        try:
+            return ep.run_decompositions({})
+        except Exception:
+            return ep
 
 
 @contextlib.contextmanager

@@ -156,7 +156,7 @@ class VectorUnit(wiring.Component):
         m.d.comb += [mean_rq.v.eq(prod), mean_rq.shift.eq(ins.shift), mean_rq.rounding.eq(ins.rounding),
                      mean_rq.out_bits.eq(ins.out_bits)]
         # lane index of the value leaving the requantizer, and the word being assembled
-        lane_pipe = [Signal(range(L + 1), name=f"lane_d0")]
+        lane_pipe = [Signal(range(L + 1), name="lane_d0")]
         live_pipe = [Signal(name="live_d0")]
         m.d.comb += [lane_pipe[0].eq(hold_lane), live_pipe[0].eq(feeding)]
         for i in range(_MUL_LATENCY + REQUANT_LATENCY):
