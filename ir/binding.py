@@ -145,6 +145,8 @@ def _emit_linear(binder, op: Op) -> None:
         ),
         macs=x.rows * k * n,
         padded_macs=x.rows * kt * nt * lanes * lanes,
+        # MACs at lanes² a cycle, or X in / Y out at one word a cycle (weights: one tile a cycle)
+        bound=max(x.rows * k * n / lanes**2, x.rows * k / lanes, x.rows * n / lanes),
     )
 
 
@@ -189,7 +191,7 @@ def emit_copy(binder, src, dst, fin, fout, *, y_lanes: int = 0, comment: str = "
     binder.emit(Instruction(
         opcode=Opcode.COPY, x_addr=src.addr, x_stride=src.row_stride, y_addr=dst.addr, y_stride=dst.row_stride,
         m=src.rows, nt=src.tiles, x_shift=left, shift=right, rounding=2, out_bits=fout.bits, y_lanes=y_lanes,
-        comment=comment or f"copy {src.name} -> {dst.name}"))
+        comment=comment or f"copy {src.name} -> {dst.name}"), bound=src.rows * src.shape[-1] / binder.lanes)
 
 
 def row_runs(src_rows) -> list[tuple[int, int, int, int]]:
@@ -331,7 +333,8 @@ def _emit_add(binder, op: Op) -> None:
     binder.emit(Instruction(
         opcode=Opcode.ADD, x_addr=a.addr, x_stride=a.row_stride, r_addr=b.addr, r_stride=b.row_stride,
         y_addr=y.addr, y_stride=y.row_stride, m=y.rows, nt=y.tiles, x_shift=xs, res_shift=rs, shift=right,
-        rounding=2, out_bits=op.type.fmt.bits, comment=f"{op.name}: {a.name} + {b.name}"))
+        rounding=2, out_bits=op.type.fmt.bits, comment=f"{op.name}: {a.name} + {b.name}"),
+        bound=y.rows * op.type.shape[-1] / binder.lanes)
 
 
 def _emit_mean(binder, op: Op) -> None:
@@ -363,7 +366,7 @@ def _emit_mean(binder, op: Op) -> None:
             opcode=Opcode.MEAN, x_addr=src.addr + int(first) * src.row_stride, x_stride=src.row_stride * inner,
             y_addr=y.addr + out_row * y.row_stride, y_stride=y.row_stride, m=n, nt=src.tiles,
             p_addr=binder.mean_consts.index(c), shift=shift, rounding=2, out_bits=fout.bits,
-            comment=f"{op.name}: row {out_row}, mean of {n}"))
+            comment=f"{op.name}: row {out_row}, mean of {n}"), bound=n * src.shape[-1] / binder.lanes)
 
 
 def _vector_cost(ins: Instruction, program) -> int:
@@ -403,7 +406,8 @@ def _emit_norm(binder, op: Op) -> None:
                                           name=op.name))
     binder.emit(Instruction(
         opcode=Opcode.NORM, x_addr=x.addr, x_stride=x.row_stride, y_addr=y.addr, y_stride=y.row_stride,
-        m=x.rows, nt=x.tiles, p_addr=len(binder.norm_records) - 1, comment=f"{op.name}: {op.kind} of {x.rows} rows"))
+        m=x.rows, nt=x.tiles, p_addr=len(binder.norm_records) - 1, comment=f"{op.name}: {op.kind} of {x.rows} rows"),
+        bound=x.rows * op.type.shape[-1] / binder.norm_lanes)
 
 
 ROW_NORM = Binding(unit="row", opcodes=(Opcode.NORM,), emit=_emit_norm,
@@ -438,6 +442,8 @@ def _emit_attention(binder, op: Op) -> None:
             return OperandLayout(p.addr + b * seq * p.row_stride, p.row_stride, 0, width)
         return OperandLayout(p.addr + b * n_heads * seq * p.row_stride, p.row_stride, seq, 0)
 
+    # (query, key) pairs that take part: all, or the causal triangle (top-left aligned)
+    pairs = sum(min(t + 1, tk) for t in range(tq)) if op.attrs.get("causal") else tq * tk
     for b in range(batch):
         rec = AttentionRecord(heads, kv_heads, tq, tk, bool(op.attrs.get("causal")), layout(q, heads, tq, e, b),
                               layout(k, kv_heads, tk, e, b), layout(v, kv_heads, tk, f, b),
@@ -449,7 +455,7 @@ def _emit_attention(binder, op: Op) -> None:
             y_stride=rec.out.stride, m=tq, nt=y.tiles, p_addr=len(binder.attention_records) - 1,
             comment=f"{op.name}: {heads}/{kv_heads} heads, {tq}x{tk}, E={e}, F={f}"
                     + (", causal" if rec.causal else "") + (f", batch {b}" if batch > 1 else "")),
-            macs=heads * tq * tk * (e + f))
+            macs=heads * pairs * (e + f), bound=heads * pairs * (e + f) / binder.attention_lanes(e))
 
 
 def _attention_shared(op: Op) -> dict[str, str]:

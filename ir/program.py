@@ -186,6 +186,7 @@ class Program:
     attention_records: list = field(default_factory=list)  # AttentionRecord per ATTENTION (p_addr)
     attention: object | None = None  # celosia.ir.attention.AttentionConfig of the attention engine
     op_instructions: dict[str, list[int]] = field(default_factory=dict)  # op name -> its instructions
+    bounds: list[float] = field(default_factory=list)  # roofline cycles of each instruction
     # Input name -> flat source index of each element the host writes (a layout transform such as
     # image -> patches, done by the host instead of an instruction); absent: written as is.
     input_layouts: dict[str, np.ndarray] = field(default_factory=dict)
@@ -201,6 +202,12 @@ class Program:
     def ideal_cycles(self) -> float:
         """Useful MACs divided by the array's MACs per cycle."""
         return self.macs / (self.lanes * self.lanes)
+
+    @property
+    def roofline_cycles(self) -> float:
+        """Σ of every instruction's roofline bound (the units run one at a time, so every
+        instruction is on the critical path)."""
+        return float(sum(self.bounds))
 
     def listing(self) -> str:
         """A human-readable assembly listing."""

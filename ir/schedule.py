@@ -78,11 +78,13 @@ class Binder:
     """
 
     def __init__(self, graph: Graph, lanes: int, act_bits: int, weight_bits: int, acc_bits: int,
-                 capacity: int | None = None):
+                 capacity: int | None = None, norm_lanes: int | None = None):
         self.graph = graph
         self.lanes = lanes
+        self.norm_lanes = norm_lanes or min(lanes, 2)
         self.act_bits, self.weight_bits, self.acc_bits = act_bits, weight_bits, acc_bits
         self.instructions: list[Instruction] = []
+        self.bounds: list[float] = []
         self.weight_words: list[int] = []
         self.bias_words: list[int] = []
         self.mean_consts: list[int] = []
@@ -101,6 +103,10 @@ class Binder:
         self._pinned: set[str] = set()
         self._input_end: dict[str, str] = {}
         self.done: set[str] = set()  # ops placed ahead of their turn (an input's layout chain)
+
+    def attention_lanes(self, e: int) -> int:
+        """MAC lanes of the attention engine for head size ``e`` (at most E and the word's lanes)."""
+        return max(2, min(e, self.lanes))
 
     # ---- placement -------------------------------------------------------------------------------
     def tiles_of(self, dim: int) -> int:
@@ -199,11 +205,14 @@ class Binder:
         self.outputs[op.name] = TensorPlacement(op.name, src.addr, src.rows, src.tiles, op.type.shape, op.type.fmt)
 
     # ---- instructions ----------------------------------------------------------------------------
-    def emit(self, ins: Instruction, *, macs: int = 0, padded_macs: int = 0) -> None:
-        """Append an instruction (and count its useful and performed MACs)."""
+    def emit(self, ins: Instruction, *, bound: float, macs: int = 0, padded_macs: int = 0) -> None:
+        """Append an instruction with its roofline ``bound`` (cycles at its unit's peak rate for
+        its useful work, or at its memories' bandwidth, whichever is longer; docs/isa.md), and
+        count its useful and performed MACs."""
         if self.current is not None:
             self.op_instructions.setdefault(self.current.name, []).append(len(self.instructions))
         self.instructions.append(ins)
+        self.bounds.append(float(bound))
         self.macs += macs
         self.padded_macs += padded_macs
 
@@ -305,7 +314,7 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None, capacity:
     acc_bits = acc_bits or max(graph.op(op.inputs[2]).type.fmt.bits for op in linears)
     gelu_frac = _gelu_frac(linears, act_bits)
 
-    binder = Binder(graph, lanes, act_bits, weight_bits, acc_bits, capacity)
+    binder = Binder(graph, lanes, act_bits, weight_bits, acc_bits, capacity, norm_lanes)
     order = list(graph)
     last_use = {src: i for i, op in enumerate(order) for src in op.inputs}
     for i, op in enumerate(order):
@@ -314,7 +323,7 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None, capacity:
             op_def(op).hw.emit(binder, op)
         binder.free_dead(op, last_use, i)
     binder.current = None
-    binder.emit(Instruction(opcode=Opcode.HALT, comment="end"))
+    binder.emit(Instruction(opcode=Opcode.HALT, comment="end"), bound=0)
     for ins in binder.instructions:
         ins.encode()  # range-check every field now, naming the layer
     return Program(
@@ -333,17 +342,18 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None, capacity:
         padded_macs=binder.padded_macs,
         gelu_frac=gelu_frac,
         scratch_init=binder.scratch_init,
+        bounds=binder.bounds,
         mean_consts=binder.mean_consts,
         norm_records=binder.norm_records,
         attention_records=binder.attention_records,
-        attention=_attention_config(graph, lanes) if binder.attention_records else None,
-        norm_lanes=norm_lanes or min(lanes, 2),
+        attention=_attention_config(graph, binder) if binder.attention_records else None,
+        norm_lanes=binder.norm_lanes,
         op_instructions=binder.op_instructions,
         input_layouts=binder.input_layouts,
     )
 
 
-def _attention_config(graph: Graph, lanes: int):
+def _attention_config(graph: Graph, binder: Binder):
     """The one attention engine every Attention op of ``graph`` runs on (their formats are shared by
     the quantize pass; head sizes and scales must agree)."""
     from celosia.ir.attention import AttentionConfig
@@ -368,7 +378,7 @@ def _attention_config(graph: Graph, lanes: int):
     fmts = [graph.op(i).type.fmt for i in first.inputs[:3]]
     seq = max(max(graph.op(op.inputs[1]).type.shape[-2 if len(graph.op(op.inputs[1]).type.shape) == 4 else 1]
                   for op in ops), 2)
-    return AttentionConfig(e=e, f=f, lanes=max(2, min(e, lanes)), rows=1, q_fmt=fmts[0], k_fmt=fmts[1],
+    return AttentionConfig(e=e, f=f, lanes=binder.attention_lanes(e), rows=1, q_fmt=fmts[0], k_fmt=fmts[1],
                            v_fmt=fmts[2], score_fmt=first.attrs["score_fmt"], out_fmt=first.type.fmt, scale=scale,
                            max_len=1 << (seq - 1).bit_length())
 

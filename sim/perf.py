@@ -28,26 +28,38 @@ from celosia.ir.binding import instruction_cycles
 from celosia.ir.numerics import Fixed
 from celosia.ir.program import Opcode, Program
 
-__all__ = ["predict_cycles"]
+__all__ = ["predict_cycles", "timeline"]
 
 
 def predict_cycles(program: Program) -> int:
     """Predicted value of the accelerator's cycle counter for one run of ``program``."""
+    return timeline(program)[-1][1]
+
+
+def timeline(program: Program) -> list[tuple[int, int]]:
+    """``(start, done)`` cycle of every instruction: its first issue (or its unit's start) and the
+    cycle after its last write; HALT's ``done`` is the run's cycle count."""
     to_write = _array_latency(program) + 2
     fetch = 0  # cycle of the current instruction's fetch (the run's first cycle is 0)
     prev_writes: list[int] = []  # write cycles of the previous LINEAR, in write order
+    spans: list[tuple[int, int]] = []
     for ins in program.instructions:
         decode = fetch + 1
         if ins.opcode == Opcode.HALT:
             last = prev_writes[-1] if prev_writes else -1
-            return max(decode, last + 1) + 1
+            end = max(decode, last + 1) + 1
+            spans.append((end, end))
+            return spans
         if ins.opcode != Opcode.LINEAR:
             start = max(decode, (prev_writes[-1] if prev_writes else -1) + 1)
-            fetch = start + instruction_cycles(ins, program) + 2
+            busy = instruction_cycles(ins, program)
+            spans.append((start, start + busy + 1))
+            fetch = start + busy + 2
             prev_writes = []
             continue
         queued = bool(prev_writes) and prev_writes[-1] >= decode
         t = decode  # cycle of the last issue so far
+        first = None
         writes = []
         for n in range(ins.nt):
             for m in range(ins.m):
@@ -57,7 +69,9 @@ def predict_cycles(program: Program) -> int:
                         t = max(t, prev_writes[k * ins.m + m] + 1)
                     elif queued:
                         t = max(t, prev_writes[-1] + 2)
+                    first = t if first is None else first
                 writes.append(t + to_write)
+        spans.append((first, writes[-1] + 1))
         prev_writes = writes
         fetch = t + 2
     raise ValueError(f"program '{program.name}' has no HALT")
