@@ -94,9 +94,17 @@ def _summary(report) -> None:
     t = Table(title=f"{report.model} on {report.board} ({report.quant}, {report.lanes}x{report.lanes} array)")
     t.add_column("figure")
     t.add_column("value", justify="right")
-    t.add_row("cycles per inference", f"{report.cycles} (ideal {report.ideal_cycles:.0f}, x{report.cycles_over_ideal:.2f})")
+    t.add_row("cycles per inference", f"{report.cycles} (roofline {report.roofline_cycles:.0f}, "
+              f"x{report.cycles_over_roofline:.2f}; linear-array ideal {report.ideal_cycles:.0f})")
+    t.add_row("inferences per second", f"{report.inferences_per_s:,.0f} at "
+              f"{report.fmax_mhz or report.target_mhz:.1f} MHz")
     t.add_row("RTL == golden (bit-exact)", f"{report.rtl_matches_golden} on {report.samples} samples")
     t.add_row("max abs error vs float", _fmt(report.max_abs_err_vs_float))
+    if report.test_size:
+        t.add_row("test accuracy (RTL / golden / float)",
+                  f"{100 * report.rtl_accuracy:.2f} / {100 * report.golden_accuracy:.2f} / "
+                  f"{100 * report.float_accuracy:.2f} % on {report.test_size} inputs")
+    t.add_row("scratchpad", f"{report.scratchpad['peak_words']} of {report.scratchpad['words']} words")
     fmax = report.fmax_mhz
     t.add_row("Fmax (post-route)", "not built" if fmax is None else f"{fmax:.1f} MHz (target {report.target_mhz:.0f} MHz, {'met' if report.timing_met else 'MISSED'})")
     for name, r in report.resources.items():
@@ -114,7 +122,7 @@ def _cmd_compile(args) -> int:
     with _status() as live:
         report = celosia.compile(
             args.model, args.board, args.output, quant=args.quant, bitstream=not args.no_bitstream,
-            force=args.force, batch=args.batch, samples=args.samples, progress=live,
+            force=args.force, batch=args.batch, samples=args.samples, test_set=not args.no_test_set, progress=live,
         )
     times = f"time: {report.stage_times}"
     if args.json:
@@ -247,6 +255,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="output folder (must not exist; relative to the current directory, or absolute)")
     c.add_argument("--no-bitstream", action="store_true", help="stop after RTL simulation")
+    c.add_argument("--no-test-set", action="store_true",
+                   help="skip running the model's labelled test set on the RTL (zoo models that have one)")
     c.add_argument("--force", action="store_true", help="replace an existing output folder")
     c.add_argument("--json", action="store_true",
                    help="print the report as one JSON object on the last line of stdout (progress stays on stderr)")

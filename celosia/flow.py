@@ -82,12 +82,15 @@ class Imported:
         Input samples: the zoo's test set, or uniform in [-1, 1] for other models.
     batch : int
         Rows per inference.
+    test_set : callable(batch) -> (list of dict, ndarray), optional
+        The model's labelled test set (zoo models that have one), see ``ZooModel.test_set``.
     """
 
     name: str
     graph: Graph
     sampler: Sampler
     batch: int = 1
+    test_set: Callable | None = None
 
 
 @dataclass
@@ -134,6 +137,8 @@ class Prepared:
         The precision preset.
     batch : int
         Rows per inference.
+    test_set : callable(batch) -> (list of dict, ndarray), optional
+        The model's labelled test set, if it has one.
     """
 
     graph: Graph
@@ -145,6 +150,7 @@ class Prepared:
     estimate: dict
     quant: str = "w8a16"
     batch: int = 1
+    test_set: Callable | None = None
 
 
 @dataclass
@@ -183,6 +189,9 @@ class Simulated:
         Largest error of the golden model's outputs against the float reference.
     samples : int
     verilog : Path
+    test : dict or None
+        With a labelled test set run on the RTL: ``test_size``, ``rtl_accuracy``,
+        ``golden_accuracy``, ``float_accuracy`` (top-1 of the first output against the labels).
     """
 
     rtl_matches_golden: bool
@@ -192,6 +201,7 @@ class Simulated:
     max_abs_err_vs_float: float
     samples: int
     verilog: Path
+    test: dict | None = None
 
     def to_dict(self) -> dict:
         """A JSON-friendly dict (``verilog`` as a string)."""
@@ -234,6 +244,23 @@ class Report:
         Word width and the scratchpad address, words and format of every input and output.
     files : dict
         Files in the output folder, relative to it.
+    roofline_cycles : float
+        Σ over instructions of max(useful work at the unit's peak rate, words at the memories'
+        bandwidth); the units run one at a time, so every instruction is on the critical path.
+    cycles_over_roofline : float
+    op_cycles : list of dict
+        Per op, in program order: ``op``, ``kind``, ``unit``, ``instructions``, ``cycles`` (from
+        the end of the previous op's last write to the end of its own, performance model) and
+        ``roofline``.
+    scratchpad : dict
+        ``peak_words`` (liveness allocation) and ``words`` (generated depth).
+    rtl_accuracy, golden_accuracy, float_accuracy : float or None
+        Top-1 accuracy on the model's labelled test set (``test_size`` inputs, all run on the RTL).
+    test_size : int or None
+    inferences_per_s : float
+        At the post-route Fmax (the target clock without a bitstream).
+    ops_per_dsp_per_cycle : float
+        2·MACs per inference / DSPs / cycles (the figure FPGA accelerator papers quote).
     out_dir : Path or None
         The output folder (not in ``report.json``).
     stage_seconds : dict of str to float
@@ -260,6 +287,16 @@ class Report:
     files: dict
     fmax_mhz: float | None = None
     timing_met: bool | None = None
+    roofline_cycles: float = 0.0
+    cycles_over_roofline: float = 0.0
+    op_cycles: list = field(default_factory=list)
+    scratchpad: dict = field(default_factory=dict)
+    rtl_accuracy: float | None = None
+    golden_accuracy: float | None = None
+    float_accuracy: float | None = None
+    test_size: int | None = None
+    inferences_per_s: float = 0.0
+    ops_per_dsp_per_cycle: float = 0.0
     out_dir: Path | None = _not_in_json(default=None)
     stage_seconds: dict = _not_in_json(default_factory=dict)
 
@@ -325,7 +362,7 @@ def import_model(model, example_inputs=None, *, batch: int = 1) -> Imported:
         def sampler(count: int, seed: int) -> list[dict]:
             return zoo.samples(count, batch, seed)
 
-        return Imported(model, graph, sampler, batch)
+        return Imported(model, graph, sampler, batch, zoo.test_set)
 
     name, graph = resolve_model(_model_path(model), example_inputs, batch=batch)
 
@@ -389,7 +426,7 @@ def schedule_model(lowered: Lowered, board: Board) -> Prepared:
     estimate = check_fit(program, board, scratch_depth)
     imp = lowered.imported
     return Prepared(imp.graph, lowered.qgraph, program, board, imp.sampler, scratch_depth, estimate,
-                    lowered.quant, imp.batch)
+                    lowered.quant, imp.batch, imp.test_set)
 
 
 def generate_rtl(prepared: Prepared, folder: str | os.PathLike) -> Generated:
@@ -406,15 +443,17 @@ def generate_rtl(prepared: Prepared, folder: str | os.PathLike) -> Generated:
 
 
 def simulate_rtl(prepared: Prepared, generated: Generated, *, samples: int = 8, seed: int = 1,
-                 progress: Progress | None = None) -> Simulated:
+                 test_set: bool = True, progress: Progress | None = None) -> Simulated:
     """Stage ``simulate``: build the Verilator model, run ``samples`` inputs, compare with golden.
 
     Every output must equal the bit-exact golden executor's; the golden outputs are also
-    compared with the float reference (``max_abs_err_vs_float``).
+    compared with the float reference (``max_abs_err_vs_float``). With ``test_set`` and a model
+    that has one, every test input also runs on the RTL (compared with golden the same way) and
+    the top-1 accuracies of the RTL, the golden model and the float reference are reported.
     """
     from celosia.ir.numerics import dequantize, quantize
     from celosia.sim.accel_sim import AcceleratorSim
-    from celosia.sim.golden import run_float, run_int
+    from celosia.ir.golden import run_float, run_int
 
     progress = progress or Progress()
     graph, qgraph, program = prepared.graph, prepared.qgraph, prepared.program
@@ -422,7 +461,10 @@ def simulate_rtl(prepared: Prepared, generated: Generated, *, samples: int = 8, 
     sim = AcceleratorSim(program, generated.folder, scratch_depth=prepared.scratch_depth,
                          verilog=generated.verilog, progress=progress.detail)
     mismatches, cycles, max_err = [], [], 0.0
+    test = None
     try:
+        if test_set and prepared.test_set is not None:
+            test = _run_test_set(prepared, sim, mismatches, progress)
         for i, sample in enumerate(prepared.sampler(samples, seed)):
             progress.detail(f"sample {i + 1}/{samples}")
             codes = {op.name: quantize(sample[op.name], op.type.fmt) for op in qgraph.inputs}
@@ -439,7 +481,31 @@ def simulate_rtl(prepared: Prepared, generated: Generated, *, samples: int = 8, 
                 max_err = max(max_err, float(err.max()))
     finally:
         sim.close()
-    return Simulated(not mismatches, mismatches, max(cycles), cycles, max_err, samples, sim.verilog_path)
+    return Simulated(not mismatches, mismatches, max(cycles), cycles, max_err, samples, sim.verilog_path, test)
+
+
+def _run_test_set(prepared: Prepared, sim, mismatches: list[str], progress: Progress) -> dict:
+    """Every test input on the RTL, the golden model and the float reference: top-1 accuracies."""
+    from celosia.ir.golden import run_float, run_int
+    from celosia.ir.numerics import quantize
+
+    graph, qgraph = prepared.graph, prepared.qgraph
+    inputs, labels = prepared.test_set(prepared.batch)
+    output = qgraph.outputs[0].name
+    hits = {"rtl": 0, "golden": 0, "float": 0}
+    for i, (sample, label) in enumerate(zip(inputs, labels)):
+        if i % 20 == 0:
+            progress.detail(f"test input {i + 1}/{len(inputs)}")
+        codes = {op.name: quantize(sample[op.name], op.type.fmt) for op in qgraph.inputs}
+        rtl = sim.infer(codes)[0][output]
+        golden = run_int(qgraph, sample)[output]
+        if not np.array_equal(rtl, golden):
+            mismatches.append(f"test input {i}, output '{output}': {int(np.count_nonzero(rtl != golden))} "
+                              f"of {golden.size} values differ")
+        for key, value in (("rtl", rtl), ("golden", golden), ("float", run_float(graph, sample)[output])):
+            hits[key] += int(np.count_nonzero(np.asarray(value).reshape(len(label), -1).argmax(-1) == label))
+    total = int(labels.size)
+    return {"test_size": total, **{f"{k}_accuracy": v / total for k, v in hits.items()}}
 
 
 def build_bitstream(prepared: Prepared, folder: str | os.PathLike, *,
@@ -482,8 +548,20 @@ def make_report(prepared: Prepared, simulated: Simulated, built: BuildResult | N
         },
         files=files, out_dir=out_dir,
     )
+    report.roofline_cycles = program.roofline_cycles
+    report.cycles_over_roofline = simulated.cycles / max(program.roofline_cycles, 1.0)
+    report.op_cycles = op_cycles(program)
+    report.scratchpad = {"peak_words": program.scratch_words, "words": prepared.scratch_depth}
+    if simulated.test is not None:
+        for key in ("rtl_accuracy", "golden_accuracy", "float_accuracy", "test_size"):
+            setattr(report, key, simulated.test[key])
     if built is not None:
         report.fmax_mhz, report.timing_met, report.resources = built.fmax_mhz, built.timing_met, built.resources
+    clock = report.fmax_mhz or b.target_mhz
+    report.inferences_per_s = clock * 1e6 / simulated.cycles
+    dsp = report.resources.get("dsp", {}).get("used") or 1
+    report.ops_per_dsp_per_cycle = 2 * program.macs / dsp / simulated.cycles
+    if built is not None:
         if out_dir is not None:
             files["bitstream"] = str(Path(built.bitstream).relative_to(out_dir))
     if out_dir is not None:
@@ -491,6 +569,23 @@ def make_report(prepared: Prepared, simulated: Simulated, built: BuildResult | N
         (out_dir / files["graph"]).write_text(str(prepared.qgraph) + "\n")
         (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     return report
+
+
+def op_cycles(program: Program) -> list[dict]:
+    """Where the cycles go, per op (see :attr:`Report.op_cycles`)."""
+    from celosia.ir.registry import op_def
+    from celosia.sim.perf import timeline
+
+    spans = timeline(program)
+    rows, done = [], 0
+    for name, indices in sorted(program.op_instructions.items(), key=lambda kv: kv[1][0]):
+        end = max(spans[i][1] for i in indices)
+        kind = program.op_kinds.get(name, "")
+        rows.append({"op": name, "kind": kind, "unit": op_def(kind).hw.unit if kind else "",
+                     "instructions": len(indices), "cycles": end - done,
+                     "roofline": round(sum(program.bounds[i] for i in indices), 1)})
+        done = end
+    return rows
 
 
 @dataclass(frozen=True)
@@ -659,7 +754,7 @@ def prepare(model, board="ulx3s-85f", *, example_inputs=None, quant: str = "w8a1
 
 
 def simulate(prepared: Prepared, build_dir: str | os.PathLike, *, samples: int = 8, seed: int = 1,
-             progress: Progress | Callable[[str], None] | None = None) -> Simulated:
+             test_set: bool = False, progress: Progress | Callable[[str], None] | None = None) -> Simulated:
     """Generate the RTL and run it on Verilator against the golden model on ``samples`` inputs.
 
     Parameters
@@ -672,6 +767,8 @@ def simulate(prepared: Prepared, build_dir: str | os.PathLike, *, samples: int =
         Inputs to run.
     seed : int
         Seed of the inputs (the zoo's test set order, or the random inputs).
+    test_set : bool
+        Also run the model's whole labelled test set (if it has one) and report accuracies.
     progress : Progress or callable(str), optional
 
     Returns
@@ -681,7 +778,7 @@ def simulate(prepared: Prepared, build_dir: str | os.PathLike, *, samples: int =
     samples = check_count(samples, "samples")
     run = _Runner(as_progress(progress))
     generated = run(GENERATE, prepared, resolve_path(build_dir))
-    return run(SIMULATE, prepared, generated, samples=samples, seed=seed, progress=run.progress,
+    return run(SIMULATE, prepared, generated, samples=samples, seed=seed, test_set=test_set, progress=run.progress,
                message=f"{SIMULATE.title} ({samples} samples)")
 
 
@@ -696,6 +793,7 @@ def compile(
     force: bool = False,
     batch: int = 1,
     samples: int = 8,
+    test_set: bool = True,
     progress: Progress | Callable[[str], None] | None = None,
 ) -> Report:
     """Compile a model to a verified accelerator and (optionally) a bitstream.
@@ -723,6 +821,9 @@ def compile(
         Rows per inference.
     samples : int
         Test inputs simulated on the RTL and compared with the golden model.
+    test_set : bool
+        Also run the model's whole labelled test set on the RTL (zoo models that have one) and
+        report ``rtl_accuracy`` beside the golden and float accuracies.
     progress : Progress or callable(str), optional
         Receives a message as each stage starts (a :class:`~celosia.progress.Progress` also
         gets live details and each stage's time).
@@ -756,7 +857,7 @@ def compile(
         lowered = run(LOWER, imported, precision, quant=quant)
         prep = run(SCHEDULE, lowered, board)
         generated = run(GENERATE, prep, staging / Path(TOP_FILES["verilog"]).parent)
-        sim = run(SIMULATE, prep, generated, samples=samples, progress=run.progress,
+        sim = run(SIMULATE, prep, generated, samples=samples, test_set=test_set, progress=run.progress,
                   message=f"{SIMULATE.title} ({samples} samples)")
         if not sim.rtl_matches_golden:
             raise SimulationError(

@@ -44,6 +44,13 @@ def digits_calibration() -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
+def digits_test() -> tuple[np.ndarray, np.ndarray]:
+    """The 360-image test split of the 8×8 digits: ``(pixels in [0, 1] (360, 64), labels (360,))``."""
+    arrays = load_weights("digits-test")[0]
+    return arrays["x"] / 16.0, arrays["y"].astype(np.int64)
+
+
+@lru_cache(maxsize=1)
 def text_corpus() -> str:
     """The public-domain text gpt-tiny was trained on."""
     return resources.files("celosia.frontend").joinpath("data/public_domain.txt").read_text(encoding="utf-8")

@@ -28,6 +28,9 @@ class ZooModel:
     metrics : dict
         Recorded float figures of trained models (e.g. ``float_test_acc``), measured by
         their training script and checked by the zoo tests.
+    test_set : callable(batch) -> (list of dict, ndarray), optional
+        A labelled test set: input samples of ``batch`` rows each and their labels, shape
+        ``(samples, batch)`` (a remainder smaller than ``batch`` is left out).
     """
 
     name: str
@@ -35,6 +38,7 @@ class ZooModel:
     build: Callable[[int], Graph]
     sample: Callable[[int, np.random.Generator], dict]
     metrics: dict = field(default_factory=dict)
+    test_set: Callable[[int], tuple[list[dict], np.ndarray]] | None = None
 
     def samples(self, count: int, batch: int = 1, seed: int = 0) -> list[dict]:
         """``count`` deterministic input samples."""
@@ -74,6 +78,14 @@ def _digits(batch: int, rng: np.random.Generator) -> dict:
 
     images = digits_calibration()
     return {"x": images[rng.integers(0, len(images), size=batch)]}
+
+
+def _digits_test(batch: int) -> tuple[list[dict], np.ndarray]:
+    from celosia.frontend.transformers import digits_test
+
+    x, y = digits_test()
+    n = len(y) // batch * batch
+    return ([{"x": x[i:i + batch]} for i in range(0, n, batch)], y[:n].reshape(-1, batch))
 
 
 def _text(batch: int, rng: np.random.Generator) -> dict:
@@ -123,6 +135,7 @@ ZOO: dict[str, ZooModel] = {
             _vit("vit-digits"),
             _digits,
             {"float_test_acc": 352 / 360, "test_size": 360, "train_script": "frontend/training/train_vit_digits.py"},
+            _digits_test,
         ),
         ZooModel(
             "moe-vit-digits",
@@ -132,6 +145,7 @@ ZOO: dict[str, ZooModel] = {
             _digits,
             {"float_test_acc": 352 / 360, "test_size": 360,
              "train_script": "frontend/training/train_vit_digits.py --moe"},
+            _digits_test,
         ),
         ZooModel(
             "gpt-tiny",

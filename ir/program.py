@@ -187,6 +187,7 @@ class Program:
     attention: object | None = None  # celosia.ir.attention.AttentionConfig of the attention engine
     op_instructions: dict[str, list[int]] = field(default_factory=dict)  # op name -> its instructions
     bounds: list[float] = field(default_factory=list)  # roofline cycles of each instruction
+    op_kinds: dict[str, str] = field(default_factory=dict)  # op name -> kind, for op_instructions
     # Input name -> flat source index of each element the host writes (a layout transform such as
     # image -> patches, done by the host instead of an instruction); absent: written as is.
     input_layouts: dict[str, np.ndarray] = field(default_factory=dict)

@@ -343,6 +343,7 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None, capacity:
         gelu_frac=gelu_frac,
         scratch_init=binder.scratch_init,
         bounds=binder.bounds,
+        op_kinds={name: graph.op(name).kind for name in binder.op_instructions},
         mean_consts=binder.mean_consts,
         norm_records=binder.norm_records,
         attention_records=binder.attention_records,
