@@ -186,12 +186,21 @@ def _cmd_check(args) -> int:
     elif report.ok:
         out.print(f"{report.model}: every op is supported (import and hardware)")
     else:
-        t = Table(title=f"{report.model}: {len(report.items)} unsupported op(s)")
-        for col in ("node", "op", "stage", "source", "reason / what works instead"):
+        groups = report.by_kind()
+        t = Table(title=f"{report.model}: {len(report.items)} unsupported node(s) of {len(groups)} op type(s)")
+        for col in ("op", "stage", "nodes", "reason"):
             t.add_column(col)
-        for u in report.items:
-            t.add_row(u.node, u.op, u.stage, u.source or "—", f"{u.reason}; {u.hint}" if u.hint else u.reason)
+        for g in groups:
+            t.add_row(g.op, g.stage, f"{len(g.nodes)}: " + ", ".join(g.nodes), g.reason)
         out.print(t)
+        for g in groups:
+            if g.hint:
+                out.print(f"hint for {g.op}: {g.hint}", highlight=False, soft_wrap=True)
+        if any(g.stage == "hardware" for g in groups):
+            from celosia.frontend.check import hardware_summary
+
+            out.print(f"hint: {hardware_summary()}; the others run in the bit-exact golden executor only",
+                      highlight=False, soft_wrap=True)
     return 0 if report.ok else 1
 
 

@@ -13,10 +13,10 @@ import os
 from dataclasses import dataclass, field
 
 from celosia.errors import CelosiaError, ScheduleError
-from celosia.frontend.support import Unsupported, UnsupportedOpsError, format_unsupported
+from celosia.frontend.support import Unsupported, UnsupportedOpsError, format_unsupported, group_unsupported
 from celosia.ir.graph import Graph
 
-__all__ = ["CheckReport", "check_model", "resolve_model", "hardware_ops"]
+__all__ = ["CheckReport", "check_model", "resolve_model", "hardware_ops", "hardware_summary"]
 
 
 def hardware_ops() -> frozenset[str]:
@@ -24,6 +24,13 @@ def hardware_ops() -> frozenset[str]:
     from celosia.ir.registry import registered
 
     return frozenset(kind for kind, d in registered().items() if d.hw is not None)
+
+
+def hardware_summary() -> str:
+    """One line naming the ops the accelerator runs (the hint of every hardware-stage refusal)."""
+    kinds = sorted(hardware_ops() - {"Input", "Const", "Output"})
+    return (f"the accelerator runs {', '.join(kinds)} (ReLU, GELU and residual Adds fused into the Linear "
+            "before them)")
 
 
 @dataclass
@@ -48,9 +55,14 @@ class CheckReport:
         """True when nothing blocks compilation."""
         return not self.items
 
+    def by_kind(self) -> list:
+        """The items grouped by op type (:class:`celosia.frontend.support.UnsupportedKind`)."""
+        return group_unsupported(self.items)
+
     def to_dict(self) -> dict:
-        """A JSON-friendly summary."""
-        return {"model": self.model, "ok": self.ok, "unsupported": [u.to_dict() for u in self.items]}
+        """A JSON-friendly summary: every node, and the same grouped by op type."""
+        return {"model": self.model, "ok": self.ok, "unsupported": [u.to_dict() for u in self.items],
+                "by_op": [g.to_dict() for g in self.by_kind()]}
 
     def raise_if_unsupported(self) -> None:
         """Raise the error ``compile`` reports when anything is unsupported."""
@@ -62,9 +74,8 @@ class CheckReport:
             raise ScheduleError(
                 f"model '{self.model}' has {len(self.items)} op(s) no hardware unit runs yet:\n"
                 + format_unsupported(self.items),
-                hint=f"the accelerator runs {', '.join(sorted(hardware_ops() - {'Input', 'Const', 'Output'}))} "
-                     f"(with fused ReLU/GELU/residual); {', '.join(kinds)} run in the golden simulator only "
-                     "(celosia.simulate of the quantized graph)",
+                hint=f"{hardware_summary()}; {', '.join(kinds)} run in the bit-exact golden executor only "
+                     "(celosia.ir.golden.run_int on the quantized graph)",
             )
 
 
@@ -104,9 +115,7 @@ def check_model(model, example_inputs=None, *, batch: int = 1) -> CheckReport:
         return CheckReport(name, list(exc.items))
     lowered = lower_float(graph)
     items = [
-        Unsupported(op.name, op.kind, f"{op.kind} has no hardware unit yet",
-                    "it runs in the bit-exact golden simulator; the scheduler maps Linear (+ fused ReLU/GELU/residual)",
-                    stage="hardware")
+        Unsupported(op.name, op.kind, f"{op.kind} has no hardware unit yet", stage="hardware")
         for op in lowered if op_def(op).hw is None
     ]
     return CheckReport(name, items, graph)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from celosia.errors import GraphError
 
-__all__ = ["Unsupported", "UnsupportedOpsError", "format_unsupported"]
+__all__ = ["Unsupported", "UnsupportedKind", "UnsupportedOpsError", "format_unsupported", "group_unsupported"]
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,43 @@ class Unsupported:
         return f"{self.node} ({self.op}){where}: {self.reason}"
 
 
-def format_unsupported(items: list[Unsupported], limit: int = 20) -> str:
-    """One line per record (at most ``limit``, then a count of the rest)."""
-    lines = [f"  - {u}" for u in items[:limit]]
-    if len(items) > limit:
-        lines.append(f"  ... and {len(items) - limit} more")
+@dataclass
+class UnsupportedKind:
+    """Every unsupported node of one op type: what ``celosia check`` prints as one row.
+
+    Attributes
+    ----------
+    op, stage, reason, hint : str
+        As in :class:`Unsupported` (the first node's reason and hint).
+    nodes : list of str
+        The nodes, each with its source line when it has one (``"name (file:line)"``).
+    """
+
+    op: str
+    stage: str
+    reason: str
+    hint: str
+    nodes: list[str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def group_unsupported(items: list[Unsupported]) -> list[UnsupportedKind]:
+    """The records grouped by (stage, op type), in order of first appearance."""
+    groups: dict[tuple[str, str], UnsupportedKind] = {}
+    for u in items:
+        g = groups.setdefault((u.stage, u.op), UnsupportedKind(u.op, u.stage, u.reason, u.hint, []))
+        g.nodes.append(f"{u.node} ({u.source})" if u.source else u.node)
+    return list(groups.values())
+
+
+def format_unsupported(items: list[Unsupported], limit: int = 8) -> str:
+    """One line per op type with its nodes (at most ``limit`` named, then a count of the rest)."""
+    lines = []
+    for g in group_unsupported(items):
+        named = ", ".join(g.nodes[:limit]) + (f" and {len(g.nodes) - limit} more" if len(g.nodes) > limit else "")
+        lines.append(f"  - {g.op} ({len(g.nodes)}): {g.reason}: {named}")
     return "\n".join(lines)
 
 

@@ -85,3 +85,15 @@ def test_prepare_quantizes_an_onnx_file(tmp_path):
     onnx.save(to_onnx(get_model("mlp-micro").build(1)), path)
     prep = celosia.prepare(str(path), "ulx3s-85f", quant="w8a16")
     assert prep.qgraph.ops("Linear") and np.isfinite(prep.estimate["dsp"])
+
+
+def test_check_groups_nodes_by_op_kind_with_one_hint(capsys):
+    from celosia.cli import main
+
+    report = celosia.check("moe-vit-digits")
+    groups = {g.op: g for g in report.by_kind()}
+    assert groups["Attention"].nodes == ["blocks.0.attn.sdpa", "blocks.1.attn.sdpa"]
+    assert main(["check", "moe-vit-digits"]) == 1
+    text = capsys.readouterr().out
+    assert text.count("the accelerator runs") == 1 and text.count("Attention") >= 1
+    assert [g["op"] for g in report.to_dict()["by_op"]] == list(groups)
