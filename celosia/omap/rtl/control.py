@@ -116,6 +116,13 @@ class Control:
         self.slot_n = Signal(range(N + 1))
         self.page_i = Signal(range(M + 1))
         self.init_write = Signal()
+        # the keystream jobs' nonces (page, version) and enables, set as the pair becomes known
+        self.ks_m = [Signal(32, name=f"ks_m{j}") for j in range(4)]
+        self.ks_v = [Signal(64, name=f"ks_v{j}") for j in range(4)]
+        self.ks_en = Signal(4)
+        ks = self.ks
+        m.d.comb += [*(ks.page[j].eq(self.ks_m[j]) for j in range(4)),
+                     *(ks.version[j].eq(self.ks_v[j]) for j in range(4)), ks.enable.eq(self.ks_en)]
         m.d.comb += [u.halted.eq(self.halted), u.host_rdata.ready.eq(1)]
         self._catch_pair(u.versions_port.rdata, self.vgot, self.ver)
 
@@ -286,10 +293,10 @@ class Control:
         with m.State("P_FETCH"), m.If(bk.bgot == Q):
             m.next = "FLUSH"
         with m.State("P_KS"):
-            m.d.sync += [ks.ks_m[2].eq(page_i), ks.ks_v[2].eq(1), ks.ks_en.eq(0b0100)]
-            m.d.comb += ks.ks_go.eq(1)
+            m.d.sync += [self.ks_m[2].eq(page_i), self.ks_v[2].eq(1), self.ks_en.eq(0b0100)]
+            m.d.comb += ks.go.eq(1)
             m.next = "P_ENC"
-        with m.State("P_ENC"), m.If(ks.ks_done[2] & ~ks.ks_go):
+        with m.State("P_ENC"), m.If(ks.done[2] & ~ks.go):
             m.d.sync += self.cte[0].eq(self.pt[0] ^ ks.stream(2))
             m.next = "P_MAC"
         with m.State("P_MAC"):
@@ -414,24 +421,24 @@ class Control:
             lc.fetch(m, 0, d[0])
             bk.fetch(m, 0, d[0])
             m.d.sync += [ver[0].eq(0), ver[1].eq(0), self.vgot.eq(0), self.pair_ok.eq(1),
-                         ks.ks_m[0].eq(self.page_m(d[0])), ks.ks_m[2].eq(self.page_m(d[0]))]
+                         self.ks_m[0].eq(self.page_m(d[0])), self.ks_m[2].eq(self.page_m(d[0]))]
             m.next = "VER1"
         with m.State("VER1"):
             m.d.comb += [vp.rd.eq(host[1]), vp.rd_page.eq(self.page_m(d[1]))]
             lc.fetch(m, 1, d[1])
             bk.fetch(m, 1, d[1])
-            m.d.sync += [ks.ks_m[1].eq(self.page_m(d[1])), ks.ks_m[3].eq(self.page_m(d[1]))]
+            m.d.sync += [self.ks_m[1].eq(self.page_m(d[1])), self.ks_m[3].eq(self.page_m(d[1]))]
             m.next = "VER_WAIT"
         with m.State("VER_WAIT"):  # both in: the keystreams of this and the next version
             with m.If(self.vgot == host[0] + host[1]):
-                m.d.sync += [ks.ks_v[0].eq(ver[0]), ks.ks_v[2].eq(ver[0] + 1), ks.ks_v[1].eq(ver[1]),
-                             ks.ks_v[3].eq(ver[1] + 1), ks.ks_en.eq(Cat(host[0], host[1], host[0], host[1]))]
+                m.d.sync += [self.ks_v[0].eq(ver[0]), self.ks_v[2].eq(ver[0] + 1), self.ks_v[1].eq(ver[1]),
+                             self.ks_v[3].eq(ver[1] + 1), self.ks_en.eq(Cat(host[0], host[1], host[0], host[1]))]
                 m.next = "VER_GO"
         with m.State("VER_GO"):
-            m.d.comb += ks.ks_go.eq(1)
+            m.d.comb += ks.go.eq(1)
             m.next = "WAIT_DATA"
         with m.State("WAIT_DATA"):  # the pages, their keystreams and both blocks
-            with m.If((self.rd_n == host[0] + host[1]) & ~ks.ks_go & ks.ks_done[0] & ks.ks_done[1]
+            with m.If((self.rd_n == host[0] + host[1]) & ~ks.go & ks.done[0] & ks.done[1]
                       & (bk.bgot == 2 * Q)):
                 for k in range(2):
                     m.d.comb += [macs[k].start.eq(host[k]),
@@ -503,7 +510,7 @@ class Control:
         vp, macs, d, host, ver, cte = u.versions_port, cr.macs, self.d, self.host, self.ver, self.cte
         mac0, mac1 = macs
         with m.State("ENC"):
-            with m.If(ks.ks_done[2] & ks.ks_done[3]):
+            with m.If(ks.done[2] & ks.done[3]):
                 m.d.sync += [cte[0].eq(self.pt[0] ^ ks.stream(2)), cte[1].eq(self.pt[1] ^ ks.stream(3))]
                 m.next = "ENC_MAC"
         with m.State("ENC_MAC"):

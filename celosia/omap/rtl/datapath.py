@@ -4,16 +4,16 @@
 :class:`~celosia.omap.rtl.unit.OmapUnit` keeps on chip only what the spec allows: working copies
 of one index bucket (:class:`BucketCopy`), two bin blocks (:class:`BlockCopies`), the four bin
 words a command may touch (:class:`LoadCache`), the keystreams of two pages at two versions
-(:class:`Keystreams`) and the crypto cores (:class:`CryptoCores`). Each builder adds its logic to
-the unit's module when it is created and offers the strobes and views the control
-(:mod:`celosia.omap.rtl.control`) drives: every ``fetch``/``add``/... method emits statements
-into the FSM state it is called from.
+(:class:`Keystreams`, a component of its own) and the crypto cores (:class:`CryptoCores`). The
+other builders add their logic to the unit's module when they are created and offer the strobes
+and views the control (:mod:`celosia.omap.rtl.control`) drives: every ``fetch``/``add``/...
+method emits statements into the FSM state it is called from.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from celosia.omap.rtl.crypto import ChaCha20Core, PairSampler, SipHash24Core
@@ -280,7 +280,8 @@ class LoadCache:
 
 class CryptoCores:
     """The unit's crypto: the CSPRNG pair sampler (``sampler``), SipHash of a key (``hmac``)
-    and of two pages (``macs``), the ChaCha20 core (``chacha``), keyed from ``keys``.
+    and of two pages (``macs``), the ChaCha20 core (``chacha``, driven by :class:`Keystreams`),
+    keyed from ``keys``.
 
     Parameters
     ----------
@@ -312,65 +313,82 @@ class CryptoCores:
         self.macs = (mac0, mac1)
         m.d.comb += [hmac.key.eq(k_idx), mac0.key.eq(k_mac), mac1.key.eq(k_mac)]
         m.submodules.chacha = chacha = self.chacha = ChaCha20Core()
-        m.d.comb += [chacha.key.eq(k_enc), chacha.blk.ready.eq(1)]
+        m.d.comb += chacha.key.eq(k_enc)
 
     def mac_msg(self, page, version, ct):
         """The padded MAC message of a page: page id (u32) ‖ version (u64) ‖ ciphertext."""
         return Mac.pad(Cat(zext(page, 32), zext(version, 64), ct), 12 + self.ct_bytes)
 
 
-class Keystreams:
+class Keystreams(wiring.Component):
     """Four ChaCha20 keystream jobs run one after the other on one core: 0/1 decrypt pages 0/1
-    at their versions, 2/3 encrypt them at version + 1. The control sets each job's page
-    (``ks_m``), version (``ks_v``) and enable bit (``ks_en``), pulses ``ks_go``; ``ks_done`` has
-    a bit per finished job and :meth:`stream` is a job's keystream.
+    at their versions, 2/3 encrypt them at version + 1.
 
     Parameters
     ----------
-    m : Module
-        The unit's module.
-    chacha : ChaCha20Core
-        The core (keyed by :class:`CryptoCores`).
     blocks : int
         64-byte blocks per page keystream.
     ct_bits : int
         Bits of a page's ciphertext.
+
+    Ports
+    -----
+    go : In(1)
+        Start all four jobs (a one-cycle pulse); ``page``, ``version`` and ``enable`` are read
+        while they run.
+    page, version : In(32).array(4), In(64).array(4)
+        Each job's nonce: page id and version.
+    enable : In(4)
+        One bit per job; a disabled job finishes at once (its page is not a host page).
+    done : Out(4)
+        One bit per finished job, cleared by ``go``.
+    ks : Out(4 * blocks * 512)
+        The keystreams, job after job (see :meth:`stream`).
+    req : Out(stream.Signature(128))
+        Block requests to the ChaCha20 core: counter (32) ‖ nonce (96).
+    blk : In(stream.Signature(512))
+        The core's blocks (always accepted).
     """
 
-    def __init__(self, m: Module, chacha, blocks: int, ct_bits: int):
-        nb = self.nb = blocks
-        self.ct_bits = ct_bits
-        self.ks = Signal(4 * nb * 512)
-        self.ks_m = [Signal(32, name=f"ks_m{j}") for j in range(4)]
-        self.ks_v = [Signal(64, name=f"ks_v{j}") for j in range(4)]
-        self.ks_en, self.ks_done = Signal(4), Signal(4, name="ks_done")
-        self.ks_go, self.ks_busy, self.ks_wait = Signal(), Signal(), Signal(name="ks_wait")
-        self.ks_job = Signal(2)
-        self.ks_blk = Signal(range(nb + 1))
-        ks, ks_done, ks_go, ks_busy, ks_wait = self.ks, self.ks_done, self.ks_go, self.ks_busy, self.ks_wait
-        ks_job, ks_blk = self.ks_job, self.ks_blk
-        m.d.comb += chacha.req.payload.eq(Cat(ks_blk.as_unsigned(), Const(0, 32 - len(ks_blk)),
-                                              Array(self.ks_m)[ks_job], Array(self.ks_v)[ks_job]))
-        with m.If(ks_go):
-            m.d.sync += [ks_busy.eq(1), ks_job.eq(0), ks_blk.eq(0), ks_wait.eq(0), ks_done.eq(0)]
-        with m.Elif(ks_busy):
-            with m.If(~self.ks_en.bit_select(ks_job, 1) | (ks_blk == nb)):
-                m.d.sync += [ks_done.bit_select(ks_job, 1).eq(1), ks_blk.eq(0)]
-                with m.If(ks_job == 3):
-                    m.d.sync += ks_busy.eq(0)
+    def __init__(self, blocks: int, ct_bits: int):
+        self.nb, self.ct_bits = blocks, ct_bits
+        super().__init__({
+            "go": In(1), "page": In(32).array(4), "version": In(64).array(4), "enable": In(4),
+            "done": Out(4), "ks": Out(4 * blocks * 512),
+            "req": Out(stream.Signature(128)), "blk": In(stream.Signature(512)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nb = self.nb
+        ks, done, go, req, blk = self.ks, self.done, self.go, self.req, self.blk
+        busy, wait = Signal(), Signal()
+        job = Signal(2)
+        n = Signal(range(nb + 1))  # blocks of the current job so far
+        m.d.comb += [blk.ready.eq(1),
+                     req.payload.eq(Cat(n.as_unsigned(), Const(0, 32 - len(n)), Array(self.page)[job],
+                                        Array(self.version)[job]))]
+        with m.If(go):
+            m.d.sync += [busy.eq(1), job.eq(0), n.eq(0), wait.eq(0), done.eq(0)]
+        with m.Elif(busy):
+            with m.If(~self.enable.bit_select(job, 1) | (n == nb)):
+                m.d.sync += [done.bit_select(job, 1).eq(1), n.eq(0)]
+                with m.If(job == 3):
+                    m.d.sync += busy.eq(0)
                 with m.Else():
-                    m.d.sync += ks_job.eq(ks_job + 1)
-            with m.Elif(~ks_wait):
-                m.d.comb += chacha.req.valid.eq(1)
-                with m.If(chacha.req.ready):
-                    m.d.sync += ks_wait.eq(1)
-            with m.Elif(chacha.blk.valid):
+                    m.d.sync += job.eq(job + 1)
+            with m.Elif(~wait):
+                m.d.comb += req.valid.eq(1)
+                with m.If(req.ready):
+                    m.d.sync += wait.eq(1)
+            with m.Elif(blk.valid):
                 for j in range(4):
                     for b in range(nb):
-                        with m.If((ks_job == j) & (ks_blk == b)):
+                        with m.If((job == j) & (n == b)):
                             k = j * nb + b
-                            m.d.sync += ks[512 * k:512 * (k + 1)].eq(chacha.blk.payload)
-                m.d.sync += [ks_wait.eq(0), ks_blk.eq(ks_blk + 1)]
+                            m.d.sync += ks[512 * k:512 * (k + 1)].eq(blk.payload)
+                m.d.sync += [wait.eq(0), n.eq(n + 1)]
+        return m
 
     def stream(self, j: int):
         """Job ``j``'s keystream, as long as a page's ciphertext."""

@@ -217,7 +217,9 @@ class OmapUnit(wiring.Component):
         self._debug_port(m, ports, Cat(count, queued, hbm_count))
         keys = self._keys(m)
         crypto = CryptoCores(m, self.cfg.bins, self.kb, self.cfg.ct_bytes, keys, key_port=self.keys is None)
-        streams = Keystreams(m, crypto.chacha, self.nb, 8 * self.cfg.ct_bytes)
+        m.submodules.keystreams = streams = Keystreams(self.nb, 8 * self.cfg.ct_bytes)
+        wiring.connect(m, streams.req, crypto.chacha.req)
+        wiring.connect(m, crypto.chacha.blk, streams.blk)
         Control(self, m, bucket, blocks, loads, (count, queued, hbm_count), crypto, streams, keys[4]).build()
         return m
 
