@@ -54,6 +54,17 @@ def default_p_cap(n: int, c: int) -> int:
     return math.ceil(c + math.log2(max(math.log2(max(n, 4)), 1.0)) + 1)
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _valid_n(n, c: int) -> list[int]:
+    """The valid capacities nearest ``n``: multiples of ``c`` giving at least two bins."""
+    lo = n - n % c if _is_int(n) else 0
+    near = [x for x in (lo, lo + c) if x >= 2 * c and x != n]
+    return near or [2 * c]
+
+
 def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
@@ -116,20 +127,24 @@ class OmapConfig:
 
     def __post_init__(self):
         n, c = self.n, self.c
-        if not isinstance(n, int) or n <= 0 or not isinstance(c, int) or c <= 0:
-            raise HardwareGenerationError(f"capacity N={n} and c={c} must be positive integers")
-        if n % c:
+        if not _is_int(n) or n <= 0 or not _is_int(c) or c <= 0:
             raise HardwareGenerationError(
-                f"capacity N={n} is not a multiple of c={c} (bins B = N/c must be whole)",
-                hint=f"use N={n - n % c} or N={n + c - n % c}",
+                f"capacity N={n} and c={c} must be positive integers",
+                hint="c is the mean number of items per bin, a positive integer (default 8)"
+                if not _is_int(c) or c <= 0 else f"use N={' or N='.join(map(str, _valid_n(n, c)))}",
             )
-        if n // c < 2:
-            raise HardwareGenerationError(f"N={n}, c={c} gives B={n // c} bin; a distinct pair needs B >= 2")
+        if n % c or n // c < 2:
+            what = (f"capacity N={n} is not a multiple of c={c} (bins B = N/c must be whole)" if n % c else
+                    f"capacity N={n} with c={c} gives B={n // c} bin; a distinct pair of bins needs B >= 2")
+            raise HardwareGenerationError(what, hint=f"use N={' or N='.join(map(str, _valid_n(n, c)))}")
         if not 0.0 <= self.alpha < 1.0:
             raise HardwareGenerationError(f"alpha={self.alpha} must be in [0, 1)", hint="alpha is the HBM fraction of bins, e.g. 0.2")
-        if self.value_bytes < 1 or not 1 <= self.key_bits <= 128:
-            raise HardwareGenerationError(
-                f"value_bytes={self.value_bytes} must be >= 1 and key_bits={self.key_bits} in [1, 128]")
+        if not _is_int(self.value_bytes) or self.value_bytes < 1:
+            raise HardwareGenerationError(f"value_bytes={self.value_bytes} must be a positive integer",
+                                          hint="every value is exactly this many bytes, e.g. 8")
+        if not _is_int(self.key_bits) or not 1 <= self.key_bits <= 128:
+            raise HardwareGenerationError(f"key_bits={self.key_bits} must be an integer in [1, 128]",
+                                          hint="keys are unsigned integers of this width (default 64)")
         if self.p_cap is None:
             object.__setattr__(self, "p_cap", default_p_cap(n, c))
         if self.p_cap <= c:

@@ -147,6 +147,19 @@ def run_rtl(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, tamper=N
     tamper : dict, optional
         ``{command index: [(host address, xor mask)]}``: the adversary's edits of host memory,
         applied just before that command is accepted.
+    tag : str
+        Names this run's parameter and result files in ``build_dir``.
+    max_cycles : int, optional
+        Simulation limit; default the initialisation pass plus two schedules per command.
+
+    Returns
+    -------
+    RtlRun
+        What the RTL did; compare it with a golden-model run by :func:`compare_rtl`.
+
+    Notes
+    -----
+    The cocotb bench is ``celosia/omap/tb/omap_unit_tb.py``, shipped with the package.
     """
     from celosia.omap.rtl import OmapUnit
     from celosia.sim.cocotb_runner import run_cocotb
@@ -188,9 +201,10 @@ def run_rtl_axi(cfg: OmapConfig, keys: OmapKeys, items, cmds, build_dir, *, data
                 slave_seed: int = 1, p_addr_stall: float = 0.0, p_w_stall: float = 0.3, p_r_gap: float = 0.2,
                 load_keys: OmapKeys | None = None, tamper=None, tag: str = "axi",
                 max_cycles: int | None = None) -> RtlRun:
-    """Simulate the AXI4 top (:class:`~celosia.omap.rtl.axi.OmapUnitAxi`, keys provisioned
-    through its key port, the index and the versions behind their HBM AXI4 masters) against
-    AXI4 slave models with random timing (host memory and both HBM regions).
+    """Simulate the AXI4 top (:class:`~celosia.omap.rtl.OmapUnitAxi`, keys provisioned through
+    its key port, every HBM region behind its own AXI4 master) against AXI4 slave models with
+    random timing (host memory and every HBM port; the bench ``celosia/omap/tb/omap_axi_tb.py``
+    ships with the package).
 
     Parameters
     ----------

@@ -30,6 +30,8 @@ the page MAC and version check anyway (``FATAL_INTEGRITY``, fail closed).
 
 from __future__ import annotations
 
+import math
+
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -45,7 +47,13 @@ from celosia.omap.crypto import OmapKeys
 
 from celosia.errors import HardwareGenerationError
 
-__all__ = ["Axi4PageMaster", "OmapUnitAxi", "axi4_signature"]
+__all__ = ["AXI_DATA_WIDTHS", "Axi4PageMaster", "OmapUnitAxi", "axi4_signature", "axi_widths", "check_axi_pages",
+           "check_axi_placement", "check_axi_width"]
+
+
+#: The data widths AXI4 allows, in bits.
+AXI_DATA_WIDTHS = (8, 16, 32, 64, 128, 256, 512, 1024)
+
 
 def check_axi_pages(cfg: OmapConfig, data_width: int, addr_width: int = 64) -> int:
     """Check that every page of ``cfg`` is one legal AXI4 INCR burst of ``data_width`` bits.
@@ -58,11 +66,19 @@ def check_axi_pages(cfg: OmapConfig, data_width: int, addr_width: int = 64) -> i
     Raises
     ------
     HardwareGenerationError
-        Data width not a power of two in [8, 1024], a page not a whole number of beats, more
-        than 256 beats, a page crossing a 4 KiB boundary, an address width too small, or a
-        port narrower than the host link the schedule assumes.
+        Data width not a power of two in [8, 1024], a port narrower than the host link the
+        schedule assumes, a page not a whole number of beats, more than 256 beats, ``host_base``
+        not aligned to a beat (:func:`check_axi_width`); a page crossing a 4 KiB boundary or an
+        address width too small (:func:`check_axi_placement`).
     """
-    if data_width < 8 or data_width > 1024 or data_width & (data_width - 1):
+    beats = check_axi_width(cfg, data_width)
+    check_axi_placement(cfg, addr_width)
+    return beats
+
+
+def check_axi_width(cfg: OmapConfig, data_width: int) -> int:
+    """The rules of :func:`check_axi_pages` that depend on the data width; returns beats per page."""
+    if (not isinstance(data_width, int) or isinstance(data_width, bool) or data_width not in AXI_DATA_WIDTHS):
         raise HardwareGenerationError(f"AXI data width {data_width} bits: AXI4 needs a power of two in [8, 1024]")
     db, pb = data_width // 8, cfg.page_bytes
     link = cfg.timing.host_bytes_per_cycle
@@ -78,10 +94,18 @@ def check_axi_pages(cfg: OmapConfig, data_width: int, addr_width: int = 64) -> i
     if beats > 256:
         raise HardwareGenerationError(f"page of {pb} bytes is {beats} beats of {db} bytes; an AXI4 INCR burst has "
                                       f"at most 256", hint=f"use a data width of at least {8 * -(-pb // 256)} bits")
-    base = cfg.host_base
-    if base % db:
-        raise HardwareGenerationError(f"host_base={base:#x} is not aligned to the {db}-byte AXI beat")
-    for m in range(cfg.host_pages):  # an INCR burst must not cross a 4 KiB boundary
+    if cfg.host_base % db:
+        raise HardwareGenerationError(f"host_base={cfg.host_base:#x} is not aligned to the {db}-byte AXI beat")
+    return beats
+
+
+def check_axi_placement(cfg: OmapConfig, addr_width: int = 64) -> None:
+    """The rules of :func:`check_axi_pages` that do not depend on the data width: no page
+    crosses a 4 KiB boundary (an INCR burst must not), every page is addressable."""
+    base, pb = cfg.host_base, cfg.page_bytes
+    # where a page starts within its 4 KiB repeats every 4096 / gcd(pb, 4096) pages
+    period = 4096 // math.gcd(pb, 4096)
+    for m in range(min(cfg.host_pages, period)):
         a = base + m * pb
         if a // 4096 != (a + pb - 1) // 4096:
             raise HardwareGenerationError(
@@ -91,7 +115,19 @@ def check_axi_pages(cfg: OmapConfig, data_width: int, addr_width: int = 64) -> i
     if base + cfg.host_bytes > 1 << addr_width:
         raise HardwareGenerationError(f"host pages end at {base + cfg.host_bytes:#x}, beyond a {addr_width}-bit "
                                       f"AXI address")
-    return beats
+
+
+def axi_widths(cfg: OmapConfig) -> list[int]:
+    """The AXI4 data widths (bits) at which every page of ``cfg`` is one legal burst as far as
+    the width goes (:func:`check_axi_width`), narrowest first."""
+    ok = []
+    for w in AXI_DATA_WIDTHS:
+        try:
+            check_axi_width(cfg, w)
+        except HardwareGenerationError:
+            continue
+        ok.append(w)
+    return ok
 
 
 class Axi4PageMaster(wiring.Component):
