@@ -67,10 +67,6 @@ class MemoryTiming:
         """Cycles the host link is busy moving ``nbytes``."""
         return max(1, math.ceil(nbytes / self.host_bytes_per_cycle))
 
-    def hbm_beats(self, nbytes: int) -> int:
-        """Cycles an HBM channel is busy moving ``nbytes``."""
-        return max(1, math.ceil(nbytes / self.hbm_bytes_per_cycle))
-
 
 class Channel:
     """A byte-addressed memory that records every transaction.
