@@ -1,20 +1,7 @@
 """Board and simulation tops: clocking, reset and the UART host bridge around an accelerator core.
 
-The *core* is any elaboratable with the accelerator host-port contract:
-
-====================  =========  ==============================================================
-member                direction  meaning
-====================  =========  ==============================================================
-``host_addr``         in         scratchpad address (``addr_bits`` wide)
-``host_wdata``        in         word to write (``word_bits`` wide)
-``host_we``           in         write strobe
-``host_rdata``        out        read data, valid the cycle after ``host_addr`` (synchronous)
-``start``             in         one-cycle start pulse
-``busy``              out        high while running (high by the 2nd cycle after ``start``)
-``cycles``            out        32-bit cycle counter
-``word_bits``         attribute  scratchpad word width
-``addr_bits``         attribute  scratchpad address width
-====================  =========  ==============================================================
+The *core* is any component with a host port ``host: In(HostPortSignature(addr_bits, word_bits))``
+(:mod:`celosia.hw.host_port`) and the ``word_bits`` / ``addr_bits`` attributes.
 
 :func:`attach_bridge` builds a :class:`~celosia.hw.host_bridge.UartBridge` and wires it to the
 core; :class:`BoardTop` adds the clock (an ECP5 PLL or the iCE40 oscillator directly), the reset
@@ -33,22 +20,11 @@ from amaranth.lib.wiring import In, Out
 from celosia.boards.registry import Board, get_board
 from celosia.errors import HardwareGenerationError
 from celosia.hw.host_bridge import UartBridge
+from celosia.hw.host_port import HostPortSignature
 
-__all__ = ["HOST_PORTS", "attach_bridge", "EcpPllConfig", "ecp5_pll_config", "add_board_clock",
+__all__ = ["attach_bridge", "EcpPllConfig", "ecp5_pll_config", "add_board_clock",
            "BoardTop",
            "SimTop", "ScratchpadCore"]
-
-#: Core members the bridge connects to, as (core member, bridge member, core drives it).
-HOST_PORTS = (
-    ("host_addr", "addr", False),
-    ("host_wdata", "wdata", False),
-    ("host_we", "we", False),
-    ("host_rdata", "rdata", True),
-    ("start", "start", False),
-    ("busy", "busy", True),
-    ("cycles", "cycles", True),
-)
-
 
 def attach_bridge(m: Module, core, divisor: int, *, rx_fifo_depth: int = 0) -> UartBridge:
     """Add ``core`` and a UART bridge to ``m`` and connect them.
@@ -74,20 +50,21 @@ def attach_bridge(m: Module, core, divisor: int, *, rx_fifo_depth: int = 0) -> U
     HardwareGenerationError
         If the core lacks a member of the host-port contract.
     """
-    missing = [name for name, _, _ in HOST_PORTS if not hasattr(core, name)]
-    missing += [name for name in ("word_bits", "addr_bits") if not hasattr(core, name)]
+    missing = [name for name in ("host", "word_bits", "addr_bits") if not hasattr(core, name)]
     if missing:
         raise HardwareGenerationError(
             f"{type(core).__name__} lacks host-port member(s) {', '.join(missing)}",
-            hint="the core must expose host_addr, host_wdata, host_we, host_rdata, start, busy, "
-                 "cycles and the word_bits / addr_bits attributes")
+            hint="the core must have host: In(celosia.hw.host_port.HostPortSignature(addr_bits, word_bits)) "
+                 "and the word_bits / addr_bits attributes")
     bridge = UartBridge(int(core.word_bits), int(core.addr_bits), divisor,
                         rx_fifo_depth=rx_fifo_depth)
     m.submodules.core = core
     m.submodules.bridge = bridge
-    for core_name, bridge_name, from_core in HOST_PORTS:
-        c, b = getattr(core, core_name), getattr(bridge, bridge_name)
-        m.d.comb += (b.eq(c) if from_core else c.eq(b))
+    try:
+        wiring.connect(m, bridge.host, core.host)
+    except wiring.ConnectionError as exc:
+        raise HardwareGenerationError(f"{type(core).__name__}'s host port does not fit the bridge: {exc}",
+                                      hint="build it with HostPortSignature(core.addr_bits, core.word_bits)") from None
     return bridge
 
 
@@ -271,7 +248,7 @@ class BoardTop(Elaboratable):
         m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
         m.d.comb += [bridge.rx.eq(rx_buf.i), tx_buf.o.eq(bridge.tx)]
         m.submodules.led_buf = led_buf = io.Buffer("o", platform.request("led", 0, dir="-"))
-        m.d.comb += led_buf.o.eq(self.core.busy)
+        m.d.comb += led_buf.o.eq(self.core.host.busy)
         return m
 
 
@@ -313,7 +290,7 @@ class SimTop(wiring.Component):
         m = Module()
         bridge = attach_bridge(m, self.core, self.divisor, rx_fifo_depth=self.rx_fifo_depth)
         m.d.comb += [bridge.rx.eq(self.uart_rx), self.uart_tx.eq(bridge.tx),
-                     self.busy.eq(self.core.busy)]
+                     self.busy.eq(self.core.host.busy)]
         return m
 
 
@@ -337,31 +314,15 @@ class ScratchpadCore(wiring.Component):
 
     Attributes
     ----------
-    host_addr, host_wdata, host_we : In
-        Host write / read address port.
-    host_rdata : Out(word_bits)
-        Synchronous read data.
-    start : In(1)
-        Start pulse.
-    busy : Out(1)
-        Running.
-    cycles : Out(32)
-        Length of the last run in cycles.
+    host : In(HostPortSignature(addr_bits, word_bits))
+        The host port (:mod:`celosia.hw.host_port`).
     """
 
     def __init__(self, word_bits: int = 16, addr_bits: int = 6, *, square: bool = False):
         self.word_bits = word_bits
         self.addr_bits = addr_bits
         self.square = square
-        super().__init__({
-            "host_addr": In(addr_bits),
-            "host_wdata": In(word_bits),
-            "host_we": In(1),
-            "host_rdata": Out(word_bits),
-            "start": In(1),
-            "busy": Out(1),
-            "cycles": Out(32),
-        })
+        super().__init__({"host": In(HostPortSignature(addr_bits, word_bits))})
 
     @property
     def run_cycles(self) -> int:
@@ -389,18 +350,18 @@ class ScratchpadCore(wiring.Component):
         else:
             m.d.comb += result.eq(rd.data + 1)
 
-        m.d.comb += self.host_rdata.eq(rd.data)
-        with m.If(self.busy):
+        m.d.comb += self.host.rdata.eq(rd.data)
+        with m.If(self.host.busy):
             m.d.comb += [rd.addr.eq(ptr), wr.addr.eq(ptr), wr.data.eq(result),
                          wr.en.eq(phase == last)]
-            m.d.sync += [self.cycles.eq(self.cycles + 1), phase.eq(phase + 1)]
+            m.d.sync += [self.host.cycles.eq(self.host.cycles + 1), phase.eq(phase + 1)]
             with m.If(phase == last):
                 m.d.sync += [ptr.eq(ptr + 1), phase.eq(0)]
                 with m.If(ptr == 2**self.addr_bits - 1):
-                    m.d.sync += self.busy.eq(0)
+                    m.d.sync += self.host.busy.eq(0)
         with m.Else():
-            m.d.comb += [rd.addr.eq(self.host_addr), wr.addr.eq(self.host_addr),
-                         wr.data.eq(self.host_wdata), wr.en.eq(self.host_we)]
-            with m.If(self.start):
-                m.d.sync += [self.busy.eq(1), ptr.eq(0), phase.eq(0), self.cycles.eq(0)]
+            m.d.comb += [rd.addr.eq(self.host.addr), wr.addr.eq(self.host.addr),
+                         wr.data.eq(self.host.wdata), wr.en.eq(self.host.we)]
+            with m.If(self.host.start):
+                m.d.sync += [self.host.busy.eq(1), ptr.eq(0), phase.eq(0), self.host.cycles.eq(0)]
         return m

@@ -12,11 +12,11 @@ scratchpad in ``(n, m)`` order as they leave the array, by a write-back unit wit
 a one-job queue, so the next instruction is fetched and starts issuing while the
 previous one drains; the issue gate keeps the data dependencies (docs/isa.md).
 
-Host port (the UART bridge on boards, the ctypes harness in simulation): while
-idle, ``host_addr``/``host_wdata``/``host_we`` write the scratchpad and
-``host_rdata`` returns the word at ``host_addr`` one cycle later. A ``start``
-pulse runs the program; ``busy`` is high until HALT; ``cycles`` holds the length
-of the last run in clock cycles (start to HALT, inclusive).
+Host port ``host`` (:func:`celosia.hw.host_port.HostPortSignature`; the UART bridge on boards,
+the ctypes harness in simulation): while idle, ``addr``/``wdata``/``we`` write the scratchpad and
+``rdata`` returns the word at ``addr`` one cycle later. A ``start`` pulse runs the program;
+``busy`` is high until HALT; ``cycles`` holds the length of the last run in clock cycles (start
+to HALT, inclusive).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from celosia.errors import HardwareGenerationError
 from celosia.hw.linear import LinearArray
+from celosia.hw.host_port import HostPortSignature
 from celosia.hw.spad import InstructionLayout
 from celosia.ir.program import FIELDS, INSTR_BITS, Opcode, Program
 
@@ -102,17 +103,7 @@ class Accelerator(wiring.Component):
         self.linear = LinearArray(lanes, lanes, program.act_bits, program.weight_bits, program.acc_bits,
                                   gelu_frac=program.gelu_frac)
         self.units = scratchpad_units(program, self.addr_bits)
-        super().__init__(
-            {
-                "host_addr": In(self.addr_bits),
-                "host_wdata": In(self.word_bits),
-                "host_we": In(1),
-                "host_rdata": Out(self.word_bits),
-                "start": In(1),
-                "busy": Out(1),
-                "cycles": Out(32),
-            }
-        )
+        super().__init__({"host": In(HostPortSignature(self.addr_bits, self.word_bits))})
 
     def elaborate(self, platform):
         m = Module()
@@ -146,7 +137,7 @@ class Accelerator(wiring.Component):
         ins = Signal(InstructionLayout)
         busy = Signal()
         cycles = Signal(32)
-        m.d.comb += [self.busy.eq(busy), self.cycles.eq(cycles)]
+        m.d.comb += [self.host.busy.eq(busy), self.host.cycles.eq(cycles)]
         with m.If(busy):
             m.d.sync += cycles.eq(cycles + 1)
 
@@ -228,8 +219,8 @@ class Accelerator(wiring.Component):
         with m.If(busy):
             m.d.comb += x_rd.addr.eq(x_row + k)
         with m.Else():
-            m.d.comb += x_rd.addr.eq(self.host_addr)
-        m.d.comb += self.host_rdata.eq(x_rd.data)
+            m.d.comb += x_rd.addr.eq(self.host.addr)
+        m.d.comb += self.host.rdata.eq(x_rd.data)
 
         # ---- issue loop: for n: for m: for k --------------------------------------------
         with m.If(issue):
@@ -255,8 +246,8 @@ class Accelerator(wiring.Component):
                 s_wr.en.eq((linear.y.valid & writing).replicate(lanes)),
             ]
         with m.Else():
-            m.d.comb += [s_wr.addr.eq(self.host_addr), s_wr.data.eq(self.host_wdata),
-                         s_wr.en.eq(self.host_we.replicate(lanes))]
+            m.d.comb += [s_wr.addr.eq(self.host.addr), s_wr.data.eq(self.host.wdata),
+                         s_wr.en.eq(self.host.we.replicate(lanes))]
         start_job = Signal()  # load `new_job` as the write-back job this cycle
         new_job = Signal(job_layout)
         with m.If(start_job):
@@ -286,7 +277,7 @@ class Accelerator(wiring.Component):
         # ---- sequencing ----------------------------------------------------------------
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(self.start):
+                with m.If(self.host.start):
                     m.d.sync += [busy.eq(1), pc.eq(0), cycles.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):  # i_rd.addr = pc; the word arrives next cycle

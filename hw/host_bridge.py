@@ -23,6 +23,7 @@ from amaranth.hdl import Cat, Const, Module, Signal, Value
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
+from celosia.hw.host_port import HostPortSignature
 from celosia.hw.host_protocol import (CMD_CYCLES, CMD_IDENT, CMD_READ, CMD_START, CMD_WRITE, IDENT_MAGIC,
                                       REPLY_DONE, REPLY_OK, REPLY_UNKNOWN)
 from celosia.errors import HardwareGenerationError
@@ -94,13 +95,7 @@ class UartBridge(wiring.Component):
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
-            "addr": Out(addr_bits),
-            "wdata": Out(word_bits),
-            "we": Out(1),
-            "rdata": In(word_bits),
-            "start": Out(1),
-            "busy": In(1),
-            "cycles": In(32),
+            "host": Out(HostPortSignature(addr_bits, word_bits)),
         })
 
     def elaborate(self, platform):
@@ -129,7 +124,7 @@ class UartBridge(wiring.Component):
         addr_reg = Signal(16)
         data_reg = Signal(8 * nbytes)
         count = Signal(range(max(nbytes, 6) + 1))
-        m.d.comb += [self.addr.eq(addr_reg), self.wdata.eq(data_reg)]
+        m.d.comb += [self.host.addr.eq(addr_reg), self.host.wdata.eq(data_reg)]
 
         # Reply bytes, sent from the bottom.
         reply_len = max(nbytes, 6, 4)
@@ -157,7 +152,7 @@ class UartBridge(wiring.Component):
                         with m.Case(CMD_START):
                             m.next = "START"
                         with m.Case(CMD_CYCLES):
-                            send(self.cycles, n=4)
+                            send(self.host.cycles, n=4)
                         with m.Case(CMD_IDENT):
                             send(*ident, n=6)
                         with m.Default():
@@ -179,7 +174,7 @@ class UartBridge(wiring.Component):
                         m.next = "WRITE"
 
             with m.State("WRITE"):
-                m.d.comb += self.we.eq(1)
+                m.d.comb += self.host.we.eq(1)
                 send(Const(REPLY_OK, 8), n=1)
 
             with m.State("R_ADDR"):
@@ -195,17 +190,17 @@ class UartBridge(wiring.Component):
                 m.next = "R_LATCH"
 
             with m.State("R_LATCH"):
-                send(self.rdata, n=nbytes)
+                send(self.host.rdata, n=nbytes)
 
             with m.State("START"):
-                m.d.comb += self.start.eq(1)
+                m.d.comb += self.host.start.eq(1)
                 m.next = "START_GAP"
 
             with m.State("START_GAP"):
                 m.next = "WAIT_DONE"
 
             with m.State("WAIT_DONE"):
-                with m.If(~self.busy):
+                with m.If(~self.host.busy):
                     send(Const(REPLY_DONE, 8), n=1)
 
             with m.State("SEND"):

@@ -53,31 +53,31 @@ class AcceleratorSim:
     def write_words(self, addr: int, words: list[int]) -> None:
         """Write scratchpad words through the host port."""
         dut = self.dut
-        dut.set("host_we", 1)
+        dut.set("host__we", 1)
         for i, word in enumerate(words):
-            dut.set("host_addr", addr + i)
-            dut.set("host_wdata", word)
+            dut.set("host__addr", addr + i)
+            dut.set("host__wdata", word)
             dut.tick()
-        dut.set("host_we", 0)
+        dut.set("host__we", 0)
 
     def read_words(self, addr: int, count: int) -> list[int]:
         """Read scratchpad words through the host port."""
         dut = self.dut
         out = []
         for i in range(count):
-            dut.set("host_addr", addr + i)
+            dut.set("host__addr", addr + i)
             dut.tick()
-            out.append(dut.get("host_rdata"))
+            out.append(dut.get("host__rdata"))
         return out
 
     def run(self, max_cycles: int = 10_000_000) -> int:
         """Pulse start, wait for busy to fall; return the accelerator's cycle counter."""
         dut = self.dut
-        dut.set("start", 1)
+        dut.set("host__start", 1)
         dut.tick()
-        dut.set("start", 0)
-        dut.run_until("busy", 0, max_cycles)
-        return dut.get("cycles")
+        dut.set("host__start", 0)
+        dut.run_until("host__busy", 0, max_cycles)
+        return dut.get("host__cycles")
 
     def infer(self, codes: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
         """Load input codes, run the program, read the outputs.

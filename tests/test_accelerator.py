@@ -66,7 +66,7 @@ def test_host_port_roundtrip_and_idle_counter(tmp_path):
         words = [0x1234_5678, 0xFFFF_0001, 0, 0x8000_7FFF]
         sim.write_words(0, words)
         assert sim.read_words(0, 4) == words
-        assert sim.dut.get("busy") == 0
+        assert sim.dut.get("host__busy") == 0
         first = sim.run()
         assert sim.run() == first  # the counter restarts on every run
     finally:

@@ -14,6 +14,7 @@ from amaranth.sim import Simulator
 from celosia.boards import uart_protocol as up
 from celosia.boards.top import ScratchpadCore, SimTop, attach_bridge
 from celosia.errors import CelosiaError, HardwareGenerationError
+from celosia.hw.host_port import HostPortSignature
 from celosia.hw.host_bridge import UartBridge
 from celosia.hw.uart import UartRx, UartTx
 
@@ -30,33 +31,30 @@ class MockCore(wiring.Component):
         self.addr_bits = addr_bits
         self.run_cycles = run_cycles
         self.cycles_base = cycles_base
-        super().__init__({
-            "host_addr": In(addr_bits), "host_wdata": In(word_bits), "host_we": In(1),
-            "host_rdata": Out(word_bits), "start": In(1), "busy": Out(1), "cycles": Out(32),
-            "starts": Out(8),
-        })
+        super().__init__({"host": In(HostPortSignature(addr_bits, word_bits)), "starts": Out(8)})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.mem = mem = memory.Memory(shape=self.word_bits, depth=2**self.addr_bits,
                                                init=[])
         rd, wr = mem.read_port(), mem.write_port()
-        m.d.comb += [rd.addr.eq(self.host_addr), self.host_rdata.eq(rd.data),
-                     wr.addr.eq(self.host_addr), wr.data.eq(self.host_wdata),
-                     wr.en.eq(self.host_we & ~self.busy)]
+        host = self.host
+        m.d.comb += [rd.addr.eq(host.addr), host.rdata.eq(rd.data),
+                     wr.addr.eq(host.addr), wr.data.eq(host.wdata),
+                     wr.en.eq(host.we & ~host.busy)]
         left = Signal(range(self.run_cycles + 1))
-        start = self.start
+        start = host.start
         for _ in range(self.busy_latency - 1):  # a core that registers start first
             delayed = Signal()
             m.d.sync += delayed.eq(start)
             start = delayed
         with m.If(start):
-            m.d.sync += [self.busy.eq(1), left.eq(self.run_cycles - 1),
-                         self.cycles.eq(self.cycles_base), self.starts.eq(self.starts + 1)]
-        with m.Elif(self.busy):
-            m.d.sync += [left.eq(left - 1), self.cycles.eq(self.cycles + 1)]
+            m.d.sync += [host.busy.eq(1), left.eq(self.run_cycles - 1),
+                         host.cycles.eq(self.cycles_base), self.starts.eq(self.starts + 1)]
+        with m.Elif(host.busy):
+            m.d.sync += [left.eq(left - 1), host.cycles.eq(host.cycles + 1)]
             with m.If(left == 0):
-                m.d.sync += self.busy.eq(0)
+                m.d.sync += host.busy.eq(0)
         return m
 
 
@@ -280,7 +278,7 @@ def test_attach_bridge_checks_core():
         addr_bits = 4
 
     m = Module()
-    with pytest.raises(HardwareGenerationError, match="host_addr"):
+    with pytest.raises(HardwareGenerationError, match="host-port member"):
         attach_bridge(m, NotACore(), DIVISOR)
     m._MustUse__silence = True
 
@@ -393,10 +391,10 @@ def test_bridge_commands(word_bits, addr_bits):
         await host.send(ctx, up.encode_start())
         sent_at = host.cycle
         await ctx.tick().repeat(2 * DIVISOR)  # the receiver samples mid stop bit, + synchroniser
-        assert ctx.get(core.busy)
+        assert ctx.get(core.host.busy)
         assert await host.receive(ctx, 1) == b"D"
         assert host.replies[-1][0] >= sent_at + 150 - 1
-        assert ctx.get(core.starts) == 1 and not ctx.get(core.busy)
+        assert ctx.get(core.starts) == 1 and not ctx.get(core.host.busy)
         # Cycle counter, little-endian.
         reply = await host.transact(ctx, up.encode_cycles(), 4)
         assert up.decode_cycles_reply(reply) == 0x12345600 + 150

@@ -18,28 +18,28 @@ from celosia.sim.cocotb_runner import tb_params
 async def _setup(dut, params):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
-    dut.start.value = 0
-    dut.host_we.value = 0
+    dut.host__start.value = 0
+    dut.host__we.value = 0
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
     for addr, word in params["input_words"]:
         await FallingEdge(dut.clk)
-        dut.host_addr.value = addr
-        dut.host_wdata.value = word
-        dut.host_we.value = 1
+        dut.host__addr.value = addr
+        dut.host__wdata.value = word
+        dut.host__we.value = 1
     await FallingEdge(dut.clk)
-    dut.host_we.value = 0
+    dut.host__we.value = 0
 
 
 async def _start(dut):
     await FallingEdge(dut.clk)
-    dut.start.value = 1
+    dut.host__start.value = 1
     await FallingEdge(dut.clk)
-    dut.start.value = 0
+    dut.host__start.value = 0
 
 
 def _record(dut, params, key, simulated, wall):
-    cycles = int(dut.cycles.value)
+    cycles = int(dut.host__cycles.value)
     assert cycles > 0
     path = params["result_path"]
     try:
@@ -62,7 +62,7 @@ async def poll_every_cycle(dut):
     for _ in range(params["runs"]):
         await _start(dut)
         simulated += 1
-        while int(dut.busy.value):
+        while int(dut.host__busy.value):
             await RisingEdge(dut.clk)
             simulated += 1
     _record(dut, params, "poll_every_cycle", simulated, time.perf_counter() - t0)
@@ -78,5 +78,5 @@ async def wait_for_done_edge(dut):
         await _start(dut)
         await FallingEdge(dut.busy)
     wall = time.perf_counter() - t0
-    simulated = params["runs"] * (int(dut.cycles.value) + 2)
+    simulated = params["runs"] * (int(dut.host__cycles.value) + 2)
     _record(dut, params, "wait_for_done_edge", simulated, wall)
