@@ -680,7 +680,7 @@ def _precision(quant: str) -> Precision:
         raise ScheduleError(
             f"precision '{quant}' uses per-channel weight formats, which the linear unit does not take yet",
             hint="compile with a per-tensor preset (e.g. w8a16); per-channel graphs run in the golden simulator "
-            "(celosia.ir.pipeline.lower + celosia.sim.golden.run_int)",
+            "(celosia.ir.pipeline.lower + celosia.ir.golden.run_int)",
         )
     return precision
 

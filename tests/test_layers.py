@@ -34,8 +34,6 @@ def _imports(path: Path) -> set[str]:
 def test_imports_go_down_the_layers(folder):
     bad = {}
     for path in sorted((ROOT / folder).rglob("*.py")):
-        if path.name == "golden.py" and folder == "sim":
-            continue  # the deprecated re-export of celosia.ir.golden
         wrong = _imports(path) - ALLOWED[folder]
         if wrong:
             bad[str(path.relative_to(ROOT))] = sorted(wrong)
