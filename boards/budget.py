@@ -10,7 +10,7 @@ import math
 
 from celosia.boards.registry import Board
 from celosia.errors import ResourceError
-from celosia.ir.program import INSTR_BITS, Program
+from celosia.ir.program import INSTR_BITS, Opcode, Program
 
 __all__ = ["choose_lanes", "estimate_resources", "check_fit", "bram_blocks"]
 
@@ -41,6 +41,23 @@ def bram_blocks(width: int, depth: int, family: str) -> int:
     return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in _BRAM_SHAPES[family])
 
 
+def unit_dsps(program: Program) -> dict[str, int]:
+    """Multipliers (18×18 DSP slices) of each generated unit, from the units' measured counts
+    (hw/linear.py, hw/gelu.py, hw/vector.py, hw/rowunit.py, docs/attention.md)."""
+    lanes = program.lanes
+    used = {ins.opcode for ins in program.instructions}
+    dsps = {"linear": lanes * lanes}
+    if program.gelu_frac is not None:
+        dsps["gelu epilogue"] = 2 * lanes  # 2 per lane at 16-bit formats
+    if Opcode.MEAN in used:
+        dsps["vector"] = 2  # one acc x constant multiplier shared by the lanes
+    if Opcode.NORM in used:
+        dsps["row"] = 5 * program.norm_lanes + 27  # 5 per unit lane + shared statistics and rsqrt
+    if program.attention is not None:
+        dsps["attention"] = program.attention.lanes + 27  # one MAC per lane + exp, reciprocal, rescale
+    return dsps
+
+
 def estimate_resources(program: Program, board: Board, scratch_depth: int) -> dict:
     """DSP and block-RAM needs of the accelerator for ``program``.
 
@@ -58,7 +75,8 @@ def estimate_resources(program: Program, board: Board, scratch_depth: int) -> di
     blocks = {name: bram_blocks(w, d, fam) for name, (w, d) in memories.items()}
     blocks["scratchpad"] *= 2
     return {
-        "dsp": lanes * lanes,
+        "dsp": sum(unit_dsps(program).values()),
+        "dsp_by_unit": unit_dsps(program),
         "bram": sum(blocks.values()),
         "bram_by_memory": blocks,
         "weight_bits": lanes * lanes * program.weight_bits * len(program.weight_words),
@@ -69,13 +87,16 @@ def check_fit(program: Program, board: Board, scratch_depth: int) -> dict:
     """Raise ResourceError if the design needs more DSP or block RAM than ``board`` has."""
     need = estimate_resources(program, board, scratch_depth)
     have = board.resources
-    for what, used, avail in (("DSP", need["dsp"], have.dsp), ("BRAM", need["bram"], have.bram)):
+    for what, used, avail, parts in (("DSP", need["dsp"], have.dsp, need["dsp_by_unit"]),
+                                     ("BRAM", need["bram"], have.bram, need["bram_by_memory"])):
         if used > avail:
-            detail = ", ".join(f"{k} {v}" for k, v in need["bram_by_memory"].items())
+            detail = ", ".join(f"{k} {v}" for k, v in parts.items())
+            biggest = max(parts, key=parts.get)
             raise ResourceError(
-                f"model '{program.name}' does not fit board {board.name}: needs {used} {what} "
-                f"blocks, the {board.device} has {avail} (block RAM by memory: {detail}; "
-                f"{need['weight_bits'] / 1024:.0f} kbit of weights)",
+                f"model '{program.name}' does not fit board {board.name}: needs {used} {what} blocks, the "
+                f"{board.device} has {avail} ({used - avail} too many; by {'memory' if what == 'BRAM' else 'unit'}: "
+                f"{detail}; the largest is the {biggest}"
+                + (f", {need['weight_bits'] / 1024:.0f} kbit of weights" if biggest == "weights" else "") + ")",
                 hint="choose a larger board (see `celosia boards`) or a smaller model / narrower weights",
             )
     return need
