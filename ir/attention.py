@@ -408,13 +408,23 @@ def attention_error_bound(q, k, v, mask, attrs: dict, fq: Fixed, fk: Fixed, fv: 
 class OperandLayout:
     """Where head ``h``, position ``t``, element ``e`` of an attention operand lies in the scratchpad:
     row ``t + h·head_rows`` and column ``h·head_cols + e`` of a tensor placed from ``addr`` with row
-    stride ``stride`` (split ``(B, H, T, E)`` layouts step heads by rows, packed ``(B, T, H·E)``
-    ones by columns)."""
+    stride ``stride`` words (a split ``(B, H, T, E)`` layout steps heads by rows, a packed
+    ``(B, T, H·E)`` one by columns; a column step of whole words also covers heads taken from a
+    wider tensor, such as one third of a fused QKV projection). No head is ever copied."""
 
     addr: int
     stride: int
     head_rows: int
     head_cols: int
+
+    @classmethod
+    def from_slots(cls, first: int, t_step: int, h_step: int, lanes: int) -> "OperandLayout":
+        """From slot (``word·lanes + lane``) offsets: of element (0, 0, 0), per position, per head."""
+        stride = t_step // lanes
+        rows_step = stride * lanes
+        if stride and h_step % rows_step == 0 and h_step:
+            return cls(first // lanes, stride, h_step // rows_step, 0)
+        return cls(first // lanes, stride, 0, h_step)
 
 
 @dataclass(frozen=True)
@@ -461,5 +471,12 @@ class AttentionConfig:
 
 
 def attention_unit_cycles(record: AttentionRecord, config: AttentionConfig) -> int:
-    """Cycles the attention unit is busy for one ATTENTION instruction (its timing contract)."""
-    raise NotImplementedError("the attention unit's timing contract is not written yet")
+    """Cycles the attention unit is busy for one ATTENTION instruction (its timing contract).
+
+    A pure function of the record and the engine's parameters, derived in
+    :mod:`celosia.ir.attention_timing` (the engine's pass-by-pass schedule at its latency
+    bounds; the unit holds ``busy`` until that count).
+    """
+    from celosia.ir.attention_timing import attention_unit_cycles as cycles
+
+    return cycles(record, config)

@@ -18,7 +18,8 @@ from celosia.ir.registry import Binding
 
 __all__ = ["HOST_BINDING", "LINEAR_BINDING", "VECTOR_ADD", "VECTOR_LAYOUT", "VECTOR_CONCAT", "VECTOR_MEAN",
            "ROW_NORM", "ATTENTION_UNIT",
-           "vector_cycles", "norm_cycles", "instruction_cycles", "emit_copy", "concat_region", "row_runs"]
+           "vector_cycles", "norm_cycles", "instruction_cycles", "emit_copy", "concat_region", "row_runs",
+           "element_slots"]
 
 #: The vector unit's timing contract (hw/vector.py is held to it by tests/test_vector_unit.py):
 #: ADD/COPY stream one word per cycle plus this pipeline latency; MEAN takes per tile its rows,
@@ -217,71 +218,95 @@ def _leading(shape) -> tuple[int, ...]:
     return tuple(shape[:-1]) or (1,)
 
 
-def _row_map(op: Op, src_shape) -> np.ndarray | None:
-    """For a layout op that keeps the last axis: the source row of each destination row."""
-    from celosia.ir.layout import layout_apply
+def element_slots(p, lanes: int) -> np.ndarray:
+    """Scratchpad slot ``word·lanes + lane`` of every element of placement ``p``, shaped like it."""
+    rows, width = int(np.prod(_leading(p.shape))), p.shape[-1]
+    col = np.arange(width)
+    slots = (p.addr + np.arange(rows)[:, None] * p.row_stride + col[None, :] // lanes) * lanes + col[None, :] % lanes
+    return slots.reshape(p.shape)
 
-    rows = np.arange(int(np.prod(_leading(src_shape)))).reshape(_leading(src_shape))
-    rank = len(src_shape)
-    if op.kind == "Reshape":
-        return rows.reshape(-1) if op.type.shape[-1] == src_shape[-1] else None
-    if op.kind == "Transpose":
-        perm = tuple(op.attrs["perm"])
-        return np.transpose(rows, perm[:-1]).reshape(-1) if perm[-1] == rank - 1 and rank > 1 else None
-    if op.kind == "Slice":
-        axis = int(op.attrs.get("axis", 0)) % rank
-        if axis == rank - 1:
-            return None
-        return layout_apply("Slice", {**op.attrs, "axis": axis}, rows).reshape(-1)
-    return None
+
+def _affine_rows(slots: np.ndarray, lanes: int):
+    """``(first word of each row, tiles)`` when every row of ``slots`` (..., D) is a run of words
+    starting at lane 0 (column c in lane c % lanes of word first + c // lanes); else None."""
+    width = slots.shape[-1]
+    rows = slots.reshape(-1, width)
+    first = rows[:, 0]
+    if np.any(first % lanes):
+        return None
+    col = np.arange(width)
+    if not np.array_equal(rows, first[:, None] + (col // lanes * lanes + col % lanes)[None, :]):
+        return None
+    return first // lanes, -(-width // lanes)
 
 
 def _emit_layout(binder, op: Op) -> None:
-    """Reshape / Transpose / Slice as a strided view of the operand's words, else as COPYs."""
-    src = binder.placement(op.inputs[0])
-    shape, lanes = op.type.shape, binder.lanes
-    width = src.shape[-1]
-    rows_map = _row_map(op, src.shape)
-    if rows_map is not None:
-        runs = row_runs(rows_map)
-        if len(runs) == 1:
-            _, src0, count, step = runs[0]
-            binder.view(op.name, src, addr=src.addr + src0 * src.row_stride, rows=count, tiles=src.tiles,
-                        stride=src.row_stride * step, shape=shape, fmt=op.type.fmt)
+    """Reshape / Transpose / Slice: a view of the operand's words when every row of the result is a
+    run of whole words and the rows are evenly spaced; otherwise one COPY per evenly spaced run of
+    rows. Moves within a word (lane shifts) are refused: the units move whole words."""
+    from celosia.ir.layout import layout_apply
+
+    src = op.inputs[0]
+    lanes, shape = binder.lanes, op.type.shape
+    slots = layout_apply(op.kind, op.attrs, binder.slots(src))
+    rows = _affine_rows(slots, lanes)
+    if rows is None:
+        raise ScheduleError(
+            f"{op.kind} '{op.name}' moves elements within scratchpad words "
+            f"({binder.graph.op(src).type.shape} -> {shape}); the "
+            f"scratchpad units move whole {lanes}-lane words",
+            hint=f"keep the last axis whole (or split it at multiples of {lanes}), or apply the layout change to "
+                 "a model input, where the host does it")
+    first, tiles = rows
+    width = shape[-1]
+    # the lanes past the width in a row's last word must be padding (zero), not the next columns
+    clean = width % lanes == 0 or _ends_rows(binder.slots(op.inputs[0]), first + tiles - 1, lanes)
+    runs = row_runs(first)
+    if binder.has(op.name):  # reserved by the op that wrote it in this layout already
+        if np.array_equal(element_slots(binder.placement(op.name), lanes), slots):
             return
-        dst = binder.place(op)
-        for dst0, src0, count, step in runs:
-            part = type(src)(src.name, src.addr + src0 * src.row_stride, count, src.tiles, src.shape, src.fmt,
-                             src.row_stride * step)
-            target = type(dst)(dst.name, dst.addr + dst0 * dst.row_stride, count, dst.tiles, shape, dst.fmt)
-            emit_copy(binder, part, target, src.fmt, op.type.fmt, comment=f"{op.name}: rows {dst0}..{dst0 + count - 1}")
+    if len(runs) == 1 and clean:
+        _, first_word, count, step = runs[0]
+        binder.view(op.name, src, addr=first_word, rows=count, tiles=tiles, stride=step, shape=shape,
+                    fmt=op.type.fmt)
         return
-    if op.kind == "Slice":  # a range of columns: an offset into every row's words
-        start, stop = int(op.attrs.get("start", 0)), int(op.attrs.get("stop", width))
-        if start % lanes:
-            raise ScheduleError(
-                f"Slice '{op.name}': columns {start}..{stop} start inside a scratchpad word ({lanes} lanes)",
-                hint=f"slice at a multiple of {lanes} columns; lane shifts need an element-level copy unit")
-        columns = dict(addr=src.addr + start // lanes, rows=src.rows, tiles=binder.tiles_of(stop - start),
-                       stride=src.row_stride, shape=shape, fmt=op.type.fmt)
-        if (stop - start) % lanes == 0 or stop == width:
-            binder.view(op.name, src, **columns)
-        else:  # the last word also holds the next columns: copy with them zeroed
-            view = type(src)(f"{op.name}.view", columns["addr"], src.rows, columns["tiles"], shape, op.type.fmt,
-                             src.row_stride)
-            emit_copy(binder, view, binder.place(op), src.fmt, op.type.fmt, y_lanes=(stop - start) % lanes,
-                      comment=f"{op.name}: columns {start}..{stop}")
-        return
-    if op.kind == "Reshape" and src.dense and width % lanes == 0 and shape[-1] % lanes == 0:
-        rows = int(np.prod(_leading(shape)))
-        binder.view(op.name, src, addr=src.addr, rows=rows, tiles=shape[-1] // lanes, stride=shape[-1] // lanes,
-                    shape=shape, fmt=op.type.fmt)
-        return
-    raise ScheduleError(
-        f"{op.kind} '{op.name}' moves elements across the last axis ({src.shape} -> {shape}); the scratchpad "
-        f"units move whole {lanes}-lane words",
-        hint="keep the last axis in place (transposes of leading axes, row slices and reshapes that keep or "
-             f"merge {lanes}-aligned rows are free), or apply it to a model input, where the host does it")
+    binder.gather(op.name, slots, src)  # copied into place only if a unit needs it as rows
+
+
+def _ends_rows(source_slots: np.ndarray, last_words: np.ndarray, lanes: int) -> bool:
+    """True when each of ``last_words`` is the last word of a row of the source tensor whose width
+    leaves the same lanes as padding (so the lanes past the width hold zero)."""
+    source = source_slots.reshape(-1, source_slots.shape[-1])
+    return bool(np.isin(last_words, source[:, -1] // lanes).all())
+
+
+def copy_gathered(binder, slots: np.ndarray, dst, fmt) -> None:
+    """COPY a gathered tensor (element slots ``slots``) into the dense placement ``dst``: one COPY
+    per evenly spaced run of rows that are whole runs of words, else one per such run of a single
+    tile column. Refused when an element would move within its word."""
+    lanes, width = binder.lanes, slots.shape[-1]
+    flat = slots.reshape(-1, width)
+    tiles = dst.tiles
+    padded = np.full((flat.shape[0], tiles * lanes), -1, dtype=np.int64)
+    padded[:, :width] = flat
+    words = padded[:, ::lanes] // lanes  # the source word of each destination word
+    lane_ok = all(np.all((padded[:, j * lanes:(j + 1) * lanes] == -1)
+                         | (padded[:, j * lanes:(j + 1) * lanes] == (words[:, j:j + 1] * lanes + np.arange(lanes))))
+                  for j in range(tiles))
+    if not lane_ok:
+        raise ScheduleError(f"'{dst.name}' needs elements moved within scratchpad words",
+                            hint=f"keep the last axis whole or split it at multiples of {lanes}")
+    tail = width % lanes
+    whole_rows = np.array_equal(words, words[:, :1] + np.arange(tiles)[None, :])
+    columns = [(0, tiles)] if whole_rows else [(j, 1) for j in range(tiles)]
+    for j, nt in columns:
+        for dst0, first, count, step in row_runs(words[:, j]):
+            part = type(dst)(dst.name, first, count, nt, dst.shape, fmt, step)
+            target = type(dst)(dst.name, dst.addr + dst0 * dst.row_stride + j, count, nt, dst.shape, dst.fmt,
+                               dst.row_stride)
+            last = j + nt == tiles
+            emit_copy(binder, part, target, fmt, dst.fmt, y_lanes=tail if last else 0,
+                      comment=f"{dst.name}: rows {dst0}..{dst0 + count - 1}" + ("" if whole_rows else f", tile {j}"))
 
 
 def concat_region(binder, cat: Op, index: int) -> tuple[int, int, int, int] | None:
@@ -433,29 +458,68 @@ def _emit_attention(binder, op: Op) -> None:
     if len(op.inputs) == 4:
         raise ScheduleError(f"Attention '{op.name}': a key-padding mask is not taken by the attention unit yet",
                             hint="compile without the mask (static padding), or run it in the golden executor")
-    q, k, v = (binder.placement(i) for i in op.inputs)
-    y = binder.place(op)
+    graph, lanes = binder.graph, binder.lanes
+    q, k, v = (graph.op(i).type for i in op.inputs)
     packed, batch, heads, kv_heads, tq, tk, e, f = _attention_dims(op, q, k, v)
+    y_slots = _attention_output_slots(binder, op)
 
-    def layout(p, n_heads, seq, width, b) -> OperandLayout:
-        if packed:
-            return OperandLayout(p.addr + b * seq * p.row_stride, p.row_stride, 0, width)
-        return OperandLayout(p.addr + b * n_heads * seq * p.row_stride, p.row_stride, seq, 0)
+    def layout(slots: np.ndarray, n_heads: int, width: int, b: int, what: str) -> OperandLayout:
+        # slots as (heads, positions, width) of batch element b
+        s = slots[b].reshape(slots.shape[1], n_heads, width).transpose(1, 0, 2) if packed else slots[b]
+        base = s[:, :, 0]
+        t_step = int(base[0, 1] - base[0, 0]) if base.shape[1] > 1 else lanes
+        h_step = int(base[1, 0] - base[0, 0]) if n_heads > 1 else 0
+        want = base[0, 0] + np.arange(s.shape[1])[None, :, None] * t_step \
+            + np.arange(n_heads)[:, None, None] * h_step + np.arange(width)[None, None, :]
+        if t_step % lanes or base[0, 0] % lanes or not np.array_equal(s, want):
+            raise ScheduleError(f"Attention '{op.name}': the {what} heads are not evenly spaced rows of the "
+                                "scratchpad", hint="feed attention from a Linear or a reshape of one")
+        return OperandLayout.from_slots(int(base[0, 0]), t_step, h_step, lanes)
 
     # (query, key) pairs that take part: all, or the causal triangle (top-left aligned)
     pairs = sum(min(t + 1, tk) for t in range(tq)) if op.attrs.get("causal") else tq * tk
+    slots = [binder.slots(i) for i in op.inputs]
     for b in range(batch):
-        rec = AttentionRecord(heads, kv_heads, tq, tk, bool(op.attrs.get("causal")), layout(q, heads, tq, e, b),
-                              layout(k, kv_heads, tk, e, b), layout(v, kv_heads, tk, f, b),
-                              layout(y, heads, tq, f, b), name=op.name)
+        rec = AttentionRecord(heads, kv_heads, tq, tk, bool(op.attrs.get("causal")),
+                              layout(slots[0], heads, e, b, "query"), layout(slots[1], kv_heads, e, b, "key"),
+                              layout(slots[2], kv_heads, f, b, "value"), layout(y_slots, heads, f, b, "output"),
+                              name=op.name)
         binder.attention_records.append(rec)
         binder.emit(Instruction(
             opcode=Opcode.ATTENTION, x_addr=rec.q.addr, x_stride=rec.q.stride, r_addr=rec.k.addr,
             r_stride=rec.k.stride, v_addr=rec.v.addr, v_stride=rec.v.stride, y_addr=rec.out.addr,
-            y_stride=rec.out.stride, m=tq, nt=y.tiles, p_addr=len(binder.attention_records) - 1,
+            y_stride=rec.out.stride, m=tq, nt=binder.tiles_of(op.type.shape[-1]),
+            p_addr=len(binder.attention_records) - 1,
             comment=f"{op.name}: {heads}/{kv_heads} heads, {tq}x{tk}, E={e}, F={f}"
                     + (", causal" if rec.causal else "") + (f", batch {b}" if batch > 1 else "")),
             macs=heads * pairs * (e + f), bound=heads * pairs * (e + f) / binder.attention_lanes(e))
+
+
+def _attention_output_slots(binder, op: Op) -> np.ndarray:
+    """Where the attention writes its output: straight into the dense tensor its chain of layout ops
+    (merging the heads back, typically) ends in, when that is a plain rearrangement; else densely."""
+    from celosia.ir.layout import layout_apply
+
+    graph, chain = binder.graph, []
+    name = op.name
+    while True:
+        users = graph.consumers(name)
+        if len(users) != 1 or graph.op(users[0]).kind not in ("Reshape", "Transpose"):
+            break
+        chain.append(graph.op(users[0]))
+        name = users[0]
+    if not chain:
+        return element_slots(binder.place(op), binder.lanes)
+    end = chain[-1]
+    index = np.arange(int(np.prod(op.type.shape))).reshape(op.type.shape)
+    for layout in chain:
+        index = layout_apply(layout.kind, layout.attrs, index)
+    buffer = binder.reserve(end.name, end.type.shape, end.type.fmt)
+    end_slots = element_slots(buffer, binder.lanes).reshape(-1)
+    slots = np.empty(index.size, dtype=np.int64)
+    slots[index.reshape(-1)] = end_slots  # element index.flat[j] of the output lands at end slot j
+    binder.gather(op.name, slots.reshape(op.type.shape), end.name)
+    return binder.slots(op.name)
 
 
 def _attention_shared(op: Op) -> dict[str, str]:

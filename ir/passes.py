@@ -11,7 +11,8 @@ from celosia.ir.graph import Graph, Op
 from celosia.ir.registry import infer_type
 from celosia.ir.types import TensorType
 
-__all__ = ["infer_shapes", "canonicalize", "fuse_epilogues", "prune", "fold_layout", "fold_bias_add", "fuse_attention"]
+__all__ = ["infer_shapes", "canonicalize", "fuse_epilogues", "prune", "fold_layout", "fold_bias_add", "fuse_attention",
+           "pack_attention"]
 
 
 def infer_shapes(graph: Graph) -> Graph:
@@ -298,3 +299,54 @@ def _attention_mask(graph: Graph, add: Op) -> tuple[bool, np.ndarray | None, str
                 return causal, (row if row.any() else None), score
         return None
     return None
+
+
+def _unsplit_heads(graph: Graph, name: str) -> str | None:
+    """``x`` when ``name`` is ``Transpose(Reshape(x, (B, T, H, E)), (0, 2, 1, 3))`` with ``x`` a
+    ``(B, T, H·E)`` tensor: the packed tensor a split-layout attention operand was cut from."""
+    t = graph.op(name)
+    if t.kind != "Transpose" or tuple(t.attrs["perm"]) != (0, 2, 1, 3):
+        return None
+    r = graph.op(t.inputs[0])
+    if r.kind != "Reshape":
+        return None
+    x = graph.op(r.inputs[0])
+    b, tt, h, e = r.type.shape
+    return x.name if tuple(x.type.shape) == (b, tt, h * e) else None
+
+
+def pack_attention(graph: Graph) -> Graph:
+    """Give split-layout attention its packed form: heads as column ranges, not as a transposed copy.
+
+    ``Attention(split(q), split(k), split(v))`` with ``split(x) = Transpose(Reshape(x, (B, T, H,
+    E)), (0, 2, 1, 3))`` (what PyTorch and ONNX exports write) becomes ``Attention(q, k, v)`` with
+    attrs ``heads``/``kv_heads`` on the ``(B, T, H·E)`` tensors, followed by the split of its
+    output back into ``(B, H, T, F)`` for its readers (``fold_layout`` then cancels that split
+    against a merge of the heads, the usual next step). Guarantees: float and integer semantics
+    unchanged (heads are the same columns); applied only when all three operands are splits.
+    """
+    out = graph.copy()
+    for att in out.ops("Attention"):
+        if len(att.type.shape) != 4:
+            continue
+        packed = [_unsplit_heads(out, i) for i in att.inputs[:3]]
+        if None in packed:
+            continue
+        b, heads, tq, f = att.type.shape
+        kv_heads = out.op(att.inputs[1]).type.shape[1]
+        name = f"{att.name}.packed"
+        if name in out:
+            continue
+        attrs = {**att.attrs, "heads": heads, "kv_heads": kv_heads}
+        new = Op(name, "Attention", tuple(packed) + tuple(att.inputs[3:]), attrs)
+        new.type = infer_type(new, [out.op(i).type for i in new.inputs])
+        out.add(new)
+        split = Op(f"{name}.split", "Reshape", (name,), {"shape": (b, tq, heads, f)})
+        split.type = infer_type(split, [new.type])
+        out.add(split)
+        heads_first = Op(f"{name}.heads", "Transpose", (split.name,), {"perm": (0, 2, 1, 3)})
+        heads_first.type = infer_type(heads_first, [split.type])
+        out.add(heads_first)
+        out.rewire(att.name, heads_first.name)
+        out = prune(out)
+    return fold_layout(out)

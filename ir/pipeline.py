@@ -24,6 +24,7 @@ from celosia.ir.passes import (
     fuse_attention,
     fuse_epilogues,
     infer_shapes,
+    pack_attention,
     prune,
 )
 from celosia.ir.quantize import Precision, quantize
@@ -39,6 +40,7 @@ IMPORT_PASSES: list[tuple[str, Stage]] = [
     ("prune", prune),
     ("fold_layout", fold_layout),
     ("fuse_attention", fuse_attention),
+    ("pack_attention", pack_attention),
     ("fold_bias_add", fold_bias_add),
 ]
 

@@ -228,21 +228,39 @@ def _assign(graph: Graph, ranges: dict[str, float], precision: Precision, forced
 def shared_formats(graph: Graph) -> dict[str, nx_.Fixed]:
     """Tensors whose unit is built for one format per operand role (``Binding.shared_formats``) but
     got several, each mapped to the coarsest of its role (the same width, the fewest fractional bits)."""
-    roles: dict[tuple[str, str], dict[str, nx_.Fixed]] = {}
+    def source(key: str) -> str:  # a tensor whose op keeps its operand's format takes it from there
+        while ":" not in key and op_def(graph.op(key)).keeps_operand_format:
+            key = graph.op(key).inputs[0]
+        return key
+
+    def fmt_of(key: str) -> nx_.Fixed:
+        name, _, internal = key.partition(":")
+        return graph.op(name).attrs[internal] if internal else graph.op(name).type.fmt
+
+    # tensors that must share a format: every member of a unit's role, and each with its source
+    group: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while group.setdefault(key, key) != key:
+            key = group[key]
+        return key
+
     for op in graph:
         hw = op_def(op).hw
         if hw is None or hw.shared_formats is None:
             continue
         for role, key in hw.shared_formats(op).items():
-            name, _, internal = key.partition(":")
-            fmt = graph.op(name).attrs[internal] if internal else graph.op(name).type.fmt
-            roles.setdefault((hw.unit, role), {})[key] = fmt
+            group[find(source(key))] = find(f"<{hw.unit}:{role}>")
+    members: dict[str, list[str]] = {}
+    for key in group:
+        if not key.startswith("<"):
+            members.setdefault(find(key), []).append(key)
     forced = {}
-    for members in roles.values():
-        if len(set(members.values())) > 1:
-            coarse = min(members.values(), key=lambda f: f.frac)
-            wide = max(f.bits for f in members.values())
-            forced.update({key: nx_.Fixed(wide, coarse.frac) for key in members})
+    for keys in members.values():
+        fmts = [fmt_of(k) for k in keys]
+        if len(set(fmts)) > 1:
+            shared = nx_.Fixed(max(f.bits for f in fmts), min(f.frac for f in fmts))
+            forced.update({key: shared for key in keys})
     return forced
 
 

@@ -102,6 +102,9 @@ class OpDef:
         Formats of Inputs that carry indices or masks rather than activations.
     hw : Binding, optional
         The unit that runs the op; None means no generated unit runs it yet.
+    keeps_operand_format : bool
+        Its output always has its first operand's format (layout ops, ReLU, Output): a format
+        the quantize pass must force on it is forced on that operand instead.
     summary : str
         One line for listings and error hints.
     """
@@ -117,6 +120,7 @@ class OpDef:
     biases: tuple[int, ...] = ()
     operand_format: OperandFormatFn | None = None
     hw: Binding | None = None
+    keeps_operand_format: bool = False
     summary: str = ""
 
 

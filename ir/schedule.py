@@ -102,6 +102,7 @@ class Binder:
         self._readers: dict[str, set[str]] = {}  # allocation -> tensors still to be read from it
         self._pinned: set[str] = set()
         self._input_end: dict[str, str] = {}
+        self._gathered: dict[str, np.ndarray] = {}
         self.done: set[str] = set()  # ops placed ahead of their turn (an input's layout chain)
 
     def attention_lanes(self, e: int) -> int:
@@ -131,11 +132,11 @@ class Binder:
             self._pinned.add(name)
         return p
 
-    def view(self, name: str, of: TensorPlacement, *, addr: int, rows: int, tiles: int, stride: int,
+    def view(self, name: str, of: TensorPlacement | str, *, addr: int, rows: int, tiles: int, stride: int,
              shape: tuple[int, ...], fmt) -> TensorPlacement:
-        """Make tensor ``name`` a view of ``of``'s words."""
+        """Make tensor ``name`` a view of the words of tensor ``of`` (a placement or a name)."""
         p = TensorPlacement(name, addr, rows, tiles, tuple(shape), fmt, stride if stride != tiles else 0)
-        self._register(name, p, owner=self._owner[of.name])
+        self._register(name, p, owner=self._owner[of if isinstance(of, str) else of.name])
         return p
 
     def reserve(self, name: str, shape: tuple[int, ...], fmt) -> TensorPlacement:
@@ -173,16 +174,50 @@ class Binder:
         return self._owner[name]
 
     def has(self, name: str) -> bool:
-        return name in self._place
+        return name in self._place or name in self._gathered
+
+    def gather(self, name: str, slots: np.ndarray, of: str) -> None:
+        """Make tensor ``name`` a *gathered* view of ``of``'s words: element ``i`` in scratchpad slot
+        ``slots[i]`` (``word·lanes + lane``). It costs nothing until an op needs it as rows and
+        strides (:meth:`placement` then copies it into place); layout ops and units that address
+        heads themselves (attention) read it where it is (:meth:`slots`)."""
+        owner = self._owner[of]
+        self._gathered[name] = np.asarray(slots)
+        self._owner[name] = owner
+        self._readers.setdefault(owner, set()).add(name)
+
+    def slots(self, name: str) -> np.ndarray:
+        """The scratchpad slot (``word·lanes + lane``) of every element of tensor ``name``."""
+        from celosia.ir.binding import element_slots
+
+        if name in self._gathered and name not in self._place:
+            return self._gathered[name]
+        return element_slots(self.placement(name), self.lanes)
 
     def placement(self, name: str) -> TensorPlacement:
-        """Where tensor ``name`` lives; a constant is put into the preloaded pool on first use."""
+        """Where tensor ``name`` lives as rows and strides; a constant is put into the preloaded pool
+        on first use, a gathered view is copied into a dense tensor on first use."""
         if name not in self._place:
             op = self.graph.op(name)
-            if op.kind != "Const":
+            if name in self._gathered:
+                self._materialize(op)
+            elif op.kind == "Const":
+                self._place_const(op)
+            else:
                 raise ScheduleError(f"tensor '{name}' is not in the scratchpad", hint="it was never placed")
-            self._place_const(op)
         return self._place[name]
+
+    def _materialize(self, op: Op) -> None:
+        from celosia.ir.binding import copy_gathered
+
+        source_owner = self._owner[op.name]
+        slots = self._gathered[op.name]
+        dst = self.place(op, name=op.name)  # its own words now
+        copy_gathered(self, slots, dst, self.graph.op(op.inputs[0]).type.fmt if op.inputs else op.type.fmt)
+        readers = self._readers.get(source_owner, set())
+        readers.discard(op.name)
+        if not readers and source_owner not in self._pinned:
+            self._alloc.free(source_owner)
 
     def _place_const(self, op: Op) -> None:
         from celosia.ir.program import pack_words
@@ -220,7 +255,7 @@ class Binder:
     def free_dead(self, op: Op, last_use: dict[str, int], index: int) -> None:
         """Release the words of operands of ``op`` whose last reader it is (once no view needs them)."""
         for src in set(op.inputs) | {op.name}:
-            if last_use.get(src, index) != index or src not in self._place:
+            if last_use.get(src, index) != index or src not in self._owner:
                 continue
             owner = self._owner[src]
             readers = self._readers.get(owner, set())
