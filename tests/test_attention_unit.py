@@ -5,7 +5,8 @@ Two builds (one per engine configuration), each holding many attention records r
 another on one scratchpad: vit-digits' shape (Tq = Tk = 17, 4 heads, E = F = 8, packed, 8 lanes,
 engine 8 lanes × 1 row), grouped-query 4/2 and 4/1, causal (with and without GQA), split
 ``(H, T, E)`` layouts, strided operands, a query block longer than the keys and the reverse,
-single-position jobs, and E = 4 in 8-lane words (two heads per word, 8-bit formats, engine 2
+single-position jobs, q/k/v taken in place from a fused QKV projection (heads side by side or
+interleaved), and E = 4 in 8-lane words (two heads per word, 8-bit formats, engine 2
 lanes × 2 rows). For every instruction:
 
 * every output element equals :func:`celosia.ir.attention.attention_int` bit for bit, the lanes
@@ -105,6 +106,19 @@ def _record(lanes, cfg, heads, kv, tq, tk, causal=False, split=False, extra=0, n
     lay = p.split if split else p.packed
     return AttentionRecord(heads, kv, tq, tk, causal, lay(heads, tq, cfg.e, extra), lay(kv, tk, cfg.e, extra),
                            lay(kv, tk, cfg.f, extra), lay(heads, tq, cfg.f, extra), name=name)
+
+
+def _fused(lanes, cfg, heads, seq, interleaved: bool, name=""):
+    """q, k and v of one fused ``(T, 3·H·E)`` projection (E = F): per row ``[q | k | v]`` or, with
+    ``interleaved``, ``[q_0 k_0 v_0 q_1 k_1 v_1 …]``; the output goes to its own tensor."""
+    E, L = cfg.e, lanes
+    stride = 3 * heads * E // L
+    if interleaved:
+        q, k, v = (OperandLayout(i * E // L, stride, 0, 3 * E) for i in range(3))
+    else:
+        q, k, v = (OperandLayout(i * heads * E // L, stride, 0, E) for i in range(3))
+    out = OperandLayout(seq * stride + 1, heads * E // L, 0, E)
+    return AttentionRecord(heads, heads, seq, seq, False, q, k, v, out, name=name)
 
 
 def _elements(lay: OperandLayout, x: np.ndarray, lanes: int) -> dict[tuple[int, int], int]:
@@ -257,6 +271,8 @@ def _vit_records():
         _record(L, c, 2, 2, 1, 1, name="one position"),
         _record(L, c, 4, 4, 5, 40, name="few queries"),
         _record(L, c, 4, 4, 40, 8, causal=True, name="few keys, causal"),
+        _fused(L, c, 4, 17, interleaved=False, name="fused qkv [q | k | v]"),
+        _fused(L, c, 4, 17, interleaved=True, name="fused qkv, heads interleaved"),
     ]
 
 
@@ -269,6 +285,7 @@ def _narrow_records():
         _record(L, c, 4, 4, 11, 11, split=True, name="E=4 split: lanes past F are zero"),
         _record(L, c, 1, 1, 7, 7, extra=1, name="one head: lanes past 4 are zero, strided"),
         _record(L, c, 4, 4, 1, 3, name="one position"),
+        _fused(L, c, 4, 9, interleaved=False, name="E=4 fused qkv [q | k | v]"),
     ]
 
 
