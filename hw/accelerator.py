@@ -58,6 +58,11 @@ def scratchpad_units(program: Program, addr_bits: int) -> list[tuple[tuple[int, 
 
         units.append(((Opcode.NORM,), RowUnit(program.lanes, program.act_bits, addr_bits, InstructionLayout,
                                               program.norm_records, unit_lanes=program.norm_lanes)))
+    if Opcode.ATTENTION in used:
+        from celosia.hw.attention_unit import AttentionUnit
+
+        units.append(((Opcode.ATTENTION,), AttentionUnit(program.lanes, program.act_bits, addr_bits, InstructionLayout,
+                                                         program.attention_records, program.attention)))
     return units
 
 

@@ -46,8 +46,8 @@ from celosia.errors import GraphError
 from celosia.ir import numerics as nx_
 from celosia.ir.attention import (attention_float, attention_int, attention_scores_float, attention_shapes,
                                   prob_format)
-from celosia.ir.binding import (HOST_BINDING, LINEAR_BINDING, ROW_NORM, VECTOR_ADD, VECTOR_CONCAT, VECTOR_LAYOUT,
-                                VECTOR_MEAN)
+from celosia.ir.binding import (ATTENTION_UNIT, HOST_BINDING, LINEAR_BINDING, ROW_NORM, VECTOR_ADD, VECTOR_CONCAT,
+                                VECTOR_LAYOUT, VECTOR_MEAN)
 from celosia.ir.elementwise import embedding_float, embedding_int, matmul_int, mul_int
 from celosia.ir.gelu import gelu_float, gelu_int
 from celosia.ir.graph import Graph, Op
@@ -473,7 +473,7 @@ for _d in [
           summary="table row gather by token id"),
     OpDef("Attention", (3, 4), _attention,
           lambda op, args: attention_float(*args[:3], args[3] if len(args) == 4 else None, op.attrs),
-          _attention_int, _attention_quant, _attention_calibrate, operand_format=_mask_format,
+          _attention_int, _attention_quant, _attention_calibrate, operand_format=_mask_format, hw=ATTENTION_UNIT,
           summary="multi-head / grouped-query scaled dot-product attention"),
     OpDef("MoE", (7, 7), _moe, lambda op, args: moe_float(*args, op.attrs), _moe_int,
           lambda ctx, op, override: override or moe_formats(ctx, op), _moe_calibrate,
