@@ -33,17 +33,22 @@ position ``p0 + i mod P``; with ``causal`` a block streams ``min(Tk, p0 + P)`` k
 
 **Timing.** Every stream runs ahead of the engine from the start of the instruction (the word
 FIFOs refill at one word a cycle, while the engine takes at most one element a cycle per port),
-and ``o`` is never back-pressured, so the engine runs exactly as it does with all streams at
-full rate: the run is a fixed function of the record and the engine's parameters,
-:func:`celosia.ir.attention.attention_unit_cycles` (derived there), which tests hold the RTL to.
-``busy`` falls on the cycle after the slot of the last ``o`` beat's write (the write itself is
-skipped when that beat belongs to a padding row).
+and ``o`` is never back-pressured, so the engine runs as it does with all streams at full rate.
+At a block boundary where the engine's pass order would then depend on its latencies (a block
+of few keys), the unit holds the next ``cfg`` beat until the engine has taken the last ``v``
+beat so far (a *gated* boundary). With the pass order fixed, the run is a max-plus function of
+the record, the engine's parameters and four engine latencies
+(:mod:`celosia.ir.attention_timing`); ``busy`` stays high for exactly
+:func:`celosia.ir.attention.attention_unit_cycles` cycles, that function at the latencies'
+upper bounds, which the engine meets (the last output write, or its slot for a padding row,
+comes no later; :attr:`AttentionUnit.overrun` records the contrary).
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from celosia.errors import CelosiaError, HardwareGenerationError
@@ -242,7 +247,8 @@ class _Feed(wiring.Component):
         count = Signal(range(D + 1))
         inflight = Signal()
         p_lane, p_n, p_zero = Signal.like(self.c_lane), Signal.like(self.c_n), Signal()
-        words = Array(Signal(L * A, name=f"fw{i}") for i in range(D))
+        m.submodules.words = words = Memory(shape=unsigned(L * A), depth=D, init=[])  # distributed RAM
+        w_port, r_port = words.write_port(), words.read_port(domain="comb")
         f_lane = Array(Signal.like(self.c_lane, name=f"fl{i}") for i in range(D))
         f_n = Array(Signal.like(self.c_n, name=f"fn{i}") for i in range(D))
         wp, rp = Signal(range(D)), Signal(range(D))
@@ -256,12 +262,13 @@ class _Feed(wiring.Component):
         with m.If(issue):
             m.d.sync += [p_lane.eq(self.c_lane), p_n.eq(self.c_n), p_zero.eq(self.c_zero)]
         push = inflight
+        m.d.comb += [w_port.addr.eq(wp), w_port.data.eq(Mux(p_zero, 0, self.rd_data)), w_port.en.eq(push),
+                     r_port.addr.eq(rp)]
         with m.If(push):
-            m.d.sync += [words[wp].eq(Mux(p_zero, 0, self.rd_data)), f_lane[wp].eq(p_lane), f_n[wp].eq(p_n),
-                         wp.eq(wp + 1)]
+            m.d.sync += [f_lane[wp].eq(p_lane), f_n[wp].eq(p_n), wp.eq(wp + 1)]
 
         # serializer -> output register
-        head = data.View(lanes_of, words[rp])
+        head = data.View(lanes_of, r_port.data)
         elem = Signal(signed(A))
         m.d.comb += elem.eq(Array(head[i] for i in range(L))[(f_lane[rp] + k)[:max(1, (L - 1).bit_length())]]
                             if L > 1 else head[0])
@@ -393,8 +400,9 @@ class AttentionUnit(wiring.Component):
                 if lay.head_rows and lay.head_cols:
                     _fail(f"{who}: operand {op} steps heads by both rows and columns", "use a packed or a split layout")
                 rows = lay.head_rows * lay.stride
-                last = lay.addr + ((r.seq_q if op in "qo" else r.seq_k) - 1 + (r.heads - 1) * lay.head_rows) \
-                    * lay.stride + ((r.heads - 1) * lay.head_cols + width - 1) // L
+                heads, seq = (r.heads, r.seq_q) if op in "qo" else (r.kv_heads, r.seq_k)
+                last = lay.addr + (seq - 1 + (heads - 1) * lay.head_rows) * lay.stride \
+                    + ((heads - 1) * lay.head_cols + width - 1) // L
                 if last >= 1 << ab or lay.addr < 0 or lay.stride < 0:
                     _fail(f"{who}: operand {op} reaches word {last}, past the {ab}-bit scratchpad address",
                           "use a larger scratchpad address")
