@@ -21,6 +21,9 @@ REPORT_FIELDS = {  # report.json before the flow moved out of celosia/__init__.p
     "model", "board", "quant", "batch", "lanes", "cycles", "ideal_cycles", "predicted_cycles",
     "cycles_over_ideal", "macs", "rtl_matches_golden", "samples", "max_abs_err_vs_float", "fmax_mhz",
     "target_mhz", "timing_met", "resources", "memory_map", "files",
+} | {  # added with the encoder on the accelerator
+    "roofline_cycles", "cycles_over_roofline", "op_cycles", "scratchpad", "rtl_accuracy", "golden_accuracy",
+    "float_accuracy", "test_size", "inferences_per_s", "ops_per_dsp_per_cycle",
 }
 
 
