@@ -42,6 +42,14 @@ the record, the engine's parameters and four engine latencies
 :func:`celosia.ir.attention.attention_unit_cycles` cycles, that function at the latencies'
 upper bounds, which the engine meets (the last output write, or its slot for a padding row,
 comes no later; :attr:`AttentionUnit.overrun` records the contrary).
+
+**Measured** (vit-digits' unit: 8 lanes of 16 bits, E = F = 8, engine 8 lanes × 1 row, two
+records): yosys ``synth_ecp5`` 5304 LUT4, 8304 FF, 34 MULT18X18D, 6 DP16KD, 328 TRELLIS_DPR16X4,
+of which the engine alone is 4035 LUT4, 7717 FF, all the DSPs and block RAMs and 232 DPR16X4
+(the unit's own: ~1270 LUT4, ~590 FF, 96 DPR16X4 for the three word FIFOs); alone on the
+ULX3S-85F (``celosia.boards.unit_build``, nextpnr seed 1, harness included): 108.3 MHz
+post-route, 9429 LUT, 7275 FF, 37 DSP, 6 block RAMs. Cycles: a 17 × 17, 4-head vit-digits
+layer takes 5659 cycles (5592 at the engine's own latencies: the bound costs 1.2 %).
 """
 
 from __future__ import annotations
