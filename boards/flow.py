@@ -332,6 +332,12 @@ def _run(tool: str, args: list[str], board: Board, build_dir: Path, log: Path,
                  "yowasp-nextpnr-* and report the failure", log=log)
 
 
+def _failed_in_abc9(log: str) -> bool:
+    """True when a failed yosys run stopped inside its ABC9 pass."""
+    passes = re.findall(r"^[\d.]+ Executing (\S+)", log, flags=re.M)
+    return bool(passes) and passes[-1].startswith(("ABC9", "ABC_OPS", "AIGER", "XAIGER"))
+
+
 def _nextpnr_args(board: Board, name: str) -> list[str]:
     common = ["--json", f"{name}.json", "--report", f"{name}.report.json",
               "--freq", f"{board.target_mhz:g}", "--seed", str(SEED), "--timing-allow-fail"]
@@ -444,7 +450,21 @@ def build_bitstream(top: Elaboratable, board: Board | str, build_dir: str | os.P
     logs = {}
     say(f"synthesis: yosys {synth}")
     logs["yosys"] = build_dir / f"{name}.yosys.log"
-    _run("yosys", [f"{name}.ys"], board, build_dir, logs["yosys"], on_status)
+    try:
+        _run("yosys", [f"{name}.ys"], board, build_dir, logs["yosys"], on_status)
+    except ToolchainError:
+        if board.family != "ecp5" or not _failed_in_abc9(logs["yosys"].read_text(errors="replace")):
+            raise
+        # yosys 0.70's abc9 fails on some large ECP5 netlists (an assertion while reintegrating
+        # the mapped netlist, rtlil.cc: GetSize(conn.first) == GetSize(conn.second), or an exit
+        # inside ABC9 itself); classic abc maps the same design. The failed log stays beside.
+        logs["yosys"].rename(build_dir / f"{name}.yosys-abc9.log")
+        classic = "\n".join([*reads, f"read_rtlil {name}.il", f"{synth} -top {name} -run begin:map_luts",
+                              "techmap -map +/lattice/latches_map.v", "abc -lut 4", "clean",
+                              f"{synth} -top {name} -run map_cells:", f"write_json {name}.json", "stat", ""])
+        (build_dir / f"{name}.abc.ys").write_text(classic)
+        say("synthesis: yosys abc9 hit a known assertion; mapping LUTs with classic abc instead")
+        _run("yosys", [f"{name}.abc.ys"], board, build_dir, logs["yosys"], on_status)
 
     say(f"place and route: {nextpnr}, target {board.target_mhz:g} MHz, seed {SEED}")
     logs[nextpnr] = build_dir / f"{name}.nextpnr.log"

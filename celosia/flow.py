@@ -484,6 +484,26 @@ def simulate_rtl(prepared: Prepared, generated: Generated, *, samples: int = 8, 
     return Simulated(not mismatches, mismatches, max(cycles), cycles, max_err, samples, sim.verilog_path, test)
 
 
+def _user_test_set(imported: Imported, inputs, labels) -> Callable:
+    """A ``test_set(batch)`` callable over a user's labelled inputs (one per inference)."""
+    labels = np.asarray(labels).reshape(len(labels), -1)
+    if isinstance(inputs, np.ndarray):
+        if len(imported.graph.inputs) != 1:
+            raise OptionError("an array of test inputs needs a model with one input",
+                              hint="pass a list of {input name: array} dicts instead")
+        name, shape = imported.graph.inputs[0].name, imported.graph.inputs[0].type.shape
+        try:
+            samples = [{name: np.asarray(x, dtype=np.float64).reshape(shape)} for x in inputs]
+        except ValueError:
+            raise OptionError(f"test inputs of shape {inputs.shape[1:]} do not fit input '{name}' {shape}",
+                              hint="pass one test input per row of the array, shaped like the model's input") from None
+    else:
+        samples = list(inputs)
+    if len(samples) != len(labels):
+        raise OptionError(f"{len(samples)} test inputs but {len(labels)} labels", hint="pass one label per input")
+    return lambda batch: (samples, labels)
+
+
 def _run_test_set(prepared: Prepared, sim, mismatches: list[str], progress: Progress) -> dict:
     """Every test input on the RTL, the golden model and the float reference: top-1 accuracies."""
     from celosia.ir.golden import run_float, run_int
@@ -793,7 +813,7 @@ def compile(
     force: bool = False,
     batch: int = 1,
     samples: int = 8,
-    test_set: bool = True,
+    test_set: bool | tuple = True,
     progress: Progress | Callable[[str], None] | None = None,
 ) -> Report:
     """Compile a model to a verified accelerator and (optionally) a bitstream.
@@ -821,9 +841,11 @@ def compile(
         Rows per inference.
     samples : int
         Test inputs simulated on the RTL and compared with the golden model.
-    test_set : bool
-        Also run the model's whole labelled test set on the RTL (zoo models that have one) and
-        report ``rtl_accuracy`` beside the golden and float accuracies.
+    test_set : bool or (inputs, labels)
+        Also run a labelled test set on the RTL and report ``rtl_accuracy`` beside the golden and
+        float accuracies: True takes the model's own (zoo models that have one); or pass your own,
+        ``inputs`` an array whose first axis indexes test inputs (each shaped like the model's one
+        input) or a list of input dicts, ``labels`` their class indices.
     progress : Progress or callable(str), optional
         Receives a message as each stage starts (a :class:`~celosia.progress.Progress` also
         gets live details and each stage's time).
@@ -853,11 +875,13 @@ def compile(
     run = _Runner(as_progress(progress))
     with staged_output(out) as staging:
         imported = run(IMPORT, model, example_inputs, batch=batch)
+        if isinstance(test_set, tuple):
+            imported.test_set = _user_test_set(imported, *test_set)
         run(CHECK, imported)
         lowered = run(LOWER, imported, precision, quant=quant)
         prep = run(SCHEDULE, lowered, board)
         generated = run(GENERATE, prep, staging / Path(TOP_FILES["verilog"]).parent)
-        sim = run(SIMULATE, prep, generated, samples=samples, test_set=test_set, progress=run.progress,
+        sim = run(SIMULATE, prep, generated, samples=samples, test_set=bool(test_set), progress=run.progress,
                   message=f"{SIMULATE.title} ({samples} samples)")
         if not sim.rtl_matches_golden:
             raise SimulationError(

@@ -308,3 +308,13 @@ def test_failing_tool_is_a_toolchain_error(tmp_path):
     assert str(tmp_path / "top.yosys.log") in message
     assert "NO_SUCH_CELL" in message  # the error line from the log
     assert isinstance(info.value, CelosiaError) and not isinstance(info.value, ResourceError)
+
+
+def test_abc9_failures_are_recognised_for_the_classic_abc_rerun():
+    from celosia.boards.flow import _failed_in_abc9
+
+    tail = "2.46. Executing ABC9 pass.\n2.46.23.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate).\nERROR: Assert\n"
+    assert _failed_in_abc9("1. Executing RTLIL frontend.\n" + tail)
+    assert _failed_in_abc9("2.46.23.5. Executing ABC9.\nRunning ABC command\n")
+    assert not _failed_in_abc9("2.30. Executing MEMORY_BRAM pass.\nERROR: out of memory\n")
+    assert not _failed_in_abc9("ERROR: syntax error\n")
