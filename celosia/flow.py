@@ -421,7 +421,9 @@ def schedule_model(lowered: Lowered, board: Board) -> Prepared:
     from celosia.boards.budget import check_fit, choose_lanes
     from celosia.ir.schedule import schedule
 
-    program = schedule(lowered.qgraph, choose_lanes(board))
+    # the 16-bit scratchpad address is the hard limit (a tensor past it is refused, naming it);
+    # whether the scratchpad and the weights fit the board's block RAM is check_fit's question
+    program = schedule(lowered.qgraph, choose_lanes(board), capacity=1 << 16)
     scratch_depth = 1 << max(1, (max(program.scratch_words, 2) - 1).bit_length())
     estimate = check_fit(program, board, scratch_depth)
     imp = lowered.imported

@@ -79,3 +79,28 @@ def test_unseen_pytorch_vits_compile_bit_exact(tmp_path, name):
 
     got = run_float(load(model, (x,)), {"x": x.numpy().astype(np.float64)})
     np.testing.assert_allclose(next(iter(got.values())), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mha-mean-post-relu", "hand-cls-pre-gelu"])
+def test_unseen_vits_through_onnx_compile_bit_exact(tmp_path, name):
+    from vit_family import make_vit
+
+    model = make_vit(**_variants()[name])
+    path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.rand(1, 64),), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["logits"])
+    assert celosia.check(path).ok
+    _check(celosia.compile(path, "ulx3s-85f", tmp_path / "out", bitstream=False, samples=3))
+
+
+def test_a_tensor_beyond_the_scratchpad_is_refused_naming_it():
+    from celosia.errors import ScheduleError
+    from celosia.frontend.builder import GraphBuilder
+
+    b = GraphBuilder("too-wide")
+    x = b.input("x", (4096, 64))
+    b.output(b.linear(x, np.ones((1024, 64)) * 0.01, name="wide"), "y")
+    with pytest.raises(ScheduleError, match="tensor 'wide'.*does not fit the scratchpad"):
+        celosia.prepare(b.build(), "ulx3s-85f", calibration=1)
