@@ -44,7 +44,7 @@ import numpy as np
 
 from celosia.errors import GraphError
 from celosia.ir import numerics as nx_
-from celosia.ir.attention import (attention_float, attention_int, attention_scores_float, attention_shapes,
+from celosia.ir.attention import (TILE, attention_float, attention_int, attention_scores_float, attention_shapes,
                                   prob_format)
 from celosia.ir.binding import (ATTENTION_UNIT, HOST_BINDING, LINEAR_BINDING, ROW_NORM, VECTOR_ADD, VECTOR_CONCAT,
                                 VECTOR_LAYOUT, VECTOR_MEAN)
@@ -379,7 +379,16 @@ def _attention_calibrate(op: Op, args: list[np.ndarray]) -> dict[str, float]:
     return {f"{op.name}:scores": float(np.abs(scores).max())}
 
 
+def _key_tile(graph: Graph) -> int:
+    """The key tile of every Attention of ``graph``: all keys of the longest sequence in one tile up
+    to 64 keys (fewer tiles, fewer rescales: the engine's short-sequence overhead), at least
+    :data:`celosia.ir.attention.TILE`."""
+    longest = max(graph.op(a.inputs[1]).type.shape[-2 if len(a.type.shape) == 4 else 1] for a in graph.ops("Attention"))
+    return min(64, max(TILE, 1 << (longest - 1).bit_length()))
+
+
 def _attention_quant(ctx: QuantContext, op: Op, override):
+    op.attrs["tile"] = _key_tile(ctx.graph)
     op.attrs["score_fmt"] = (ctx.forced.get(f"{op.name}:score_fmt") or ctx.override(f"{op.name}:scores")
                              or ctx.act(f"{op.name}:scores"))
     op.attrs["prob_fmt"] = prob_format(ctx.precision.act_bits)
@@ -388,7 +397,8 @@ def _attention_quant(ctx: QuantContext, op: Op, override):
 
 def _attention_int(op: Op, args: list[np.ndarray], ins: list[Op]) -> np.ndarray:
     mask = args[3] if len(args) == 4 else None
-    return attention_int(*args[:3], mask, op.attrs, *(i.type.fmt for i in ins[:3]), op.type.fmt)
+    return attention_int(*args[:3], mask, op.attrs, *(i.type.fmt for i in ins[:3]), op.type.fmt,
+                         tile=int(op.attrs.get("tile", TILE)))
 
 
 def _mask_format(graph: Graph, op: Op, index: int):

@@ -392,7 +392,7 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None, capacity:
 def _attention_config(graph: Graph, binder: Binder):
     """The one attention engine every Attention op of ``graph`` runs on (their formats are shared by
     the quantize pass; head sizes and scales must agree)."""
-    from celosia.ir.attention import AttentionConfig
+    from celosia.ir.attention import TILE, AttentionConfig
 
     ops = graph.ops("Attention")
     shapes = set()
@@ -404,19 +404,19 @@ def _attention_config(graph: Graph, binder: Binder):
         e = q[-1] // heads if packed else q[-1]
         f = v[-1] // kv if packed else v[-1]
         scale = float(op.attrs.get("scale") or 1.0 / math.sqrt(e))
-        shapes.add((e, f, scale))
+        shapes.add((e, f, scale, int(op.attrs.get("tile", TILE))))
     if len(shapes) > 1:
         raise ScheduleError("the Attention ops " + ", ".join(f"'{op.name}'" for op in ops)
-                            + f" have different head sizes or scales {sorted(shapes)}: the accelerator has one engine",
-                            hint="use one head size (E, F) and scale for every attention layer")
-    (e, f, scale), = shapes
+                            + f" have different head sizes, scales or key tiles {sorted(shapes)}: the accelerator has "
+                            "one engine", hint="use one head size (E, F) and scale for every attention layer")
+    (e, f, scale, tile), = shapes
     first = ops[0]
     fmts = [graph.op(i).type.fmt for i in first.inputs[:3]]
     seq = max(max(graph.op(op.inputs[1]).type.shape[-2 if len(graph.op(op.inputs[1]).type.shape) == 4 else 1]
                   for op in ops), 2)
     return AttentionConfig(e=e, f=f, lanes=binder.attention_lanes(e), rows=1, q_fmt=fmts[0], k_fmt=fmts[1],
                            v_fmt=fmts[2], score_fmt=first.attrs["score_fmt"], out_fmt=first.type.fmt, scale=scale,
-                           max_len=1 << (seq - 1).bit_length())
+                           max_len=1 << (seq - 1).bit_length(), tile=tile)
 
 
 def _hardware_kinds() -> dict[str, str]:
