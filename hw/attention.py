@@ -11,8 +11,8 @@ Dataflow (one MAC per lane and cycle; ``x`` counts key tiles over all blocks)::
              lane l accumulates q·k_j for each of its rows
     scores:  the block's finished dot products of a key are shifted out one per cycle:
              ×scale constant, round, saturate → tile score buffer (2 banks) and tile max
-    1D(x):   during QK(x+1): per row m_new, PRM, SLN_j (one ExpNeg, one input per cycle),
-             Σ SLN_j → SLN buffer
+    1D(x):   during SV(x-1) and QK(x+1): per row m_new, PRM, SLN_j (one ExpNeg, one input
+             per cycle), Σ SLN_j → SLN buffer (2 banks: SV(x-1) reads the other one)
     SV(x):   per key j, F·rows cycles: v_j[f] is broadcast, each row accumulates SLN_j·v_j[f]
              into its tile accumulator (a per-lane rows·F-word memory, read-modify-write)
     rescale(x): after SV(x): RNV[i][f] ← (PRM_i·RNV[i][f] >> Fe) + acc[i][f] and the same
@@ -215,7 +215,7 @@ class AttentionEngine(wiring.Component):
         n = self.num
         return (L * 2 * E * self.q_fmt.bits              # Q, two banks
                 + 2 * L * T * (self.score_fmt.bits + 1)  # tile scores + mask, two banks
-                + L * T * n.efmt.bits                    # SLN
+                + 2 * L * T * n.efmt.bits                # SLN, two banks
                 + L * F * self.acc_bits                  # tile accumulators
                 + 2 * L * F * self.rnv_bits              # RNV, two banks
                 + 2 * L * self.rd_fmt.bits               # RD, two banks
@@ -299,8 +299,9 @@ class AttentionEngine(wiring.Component):
             # score banks: busy from QK(x) to the end of 1D(x); done from the last score to 1D(x)
             seq.score_busy.eq(scores.busy), scores.claim.eq(seq.score_claim),
             soft.score_done.eq(scores.done), scores.taken.eq(soft.score_taken), scores.freed.eq(soft.score_freed),
-            # SLN buffer: written by 1D(x), read by SV(x)
+            # SLN banks: written by 1D(x), read by SV(x); PRM/Σ SLN banks: read by rescale(x)
             seq.sln_ready.eq(soft.sln_ready), soft.sv_start.eq(seq.sv_start), soft.sv_end.eq(seq.sv_end),
+            soft.resc_count.eq(resc.count),
             # tile accumulators: taken by SV(x), full until rescale(x) starts, free when it is done
             seq.acc_free.eq(sv.free), sv.take.eq(seq.sv_start),
             resc.acc_full.eq(sv.full), sv.drain.eq(resc.acc_drain), sv.release.eq(resc.acc_release),

@@ -4,8 +4,9 @@ Per key tile ``x`` (see :mod:`celosia.ir.attention` for the integer semantics):
 
 * :class:`ScorePath` — every finished ``q·k``: ×scale, round, saturate, mask → the tile score
   buffer (two banks) and the tile maxima;
-* :class:`OnlineSoftmax` — the "1D" work during ``QK(x+1)``: per row ``m_new``, ``PRM``, every
-  ``SLN_j`` (one :class:`~celosia.hw.primitives.ExpNeg`) and ``Σ SLN`` → the SLN buffer;
+* :class:`OnlineSoftmax` — the "1D" work during ``SV(x-1)`` and ``QK(x+1)``: per row ``m_new``,
+  ``PRM``, every ``SLN_j`` (one :class:`~celosia.hw.primitives.ExpNeg`) and ``Σ SLN`` → the SLN
+  buffer (two banks);
 * :class:`Rescale` — after ``SV(x)``: ``RNV ← (PRM·RNV >> Fe) + acc`` and ``RD`` likewise, on
   one shared multiplier, into the double-banked RNV/RD state;
 * :class:`OutputStage` — after a block's last rescale: one
@@ -158,8 +159,10 @@ class OnlineSoftmax(wiring.Component):
     ``SLN_j`` of block row ``i`` goes to lane ``i mod lanes`` of the SLN buffer at
     ``Cat(j, i // lanes)``; ``PRM`` and ``Σ SLN`` to register bank ``tile count mod 2``.
 
-    SLN buffer states: FREE → FILL (tile taken) → READY (last SLN written) → USE (``sv_start``)
-    → FREE (``sv_end``).
+    The SLN buffer has two banks (tile count mod 2), so 1D(x) fills one while SV(x − 1) reads
+    the other; each bank goes FREE → FILL (tile taken) → READY (last SLN written) → USE
+    (``sv_start``) → FREE (``sv_end``). 1D(x) also waits until the rescale of tile x − 2 is
+    done (``resc_count``), the last reader of the ``PRM``/``Σ SLN`` bank it overwrites.
 
     Parameters
     ----------
@@ -178,7 +181,11 @@ class OnlineSoftmax(wiring.Component):
     sums : Out(IndexedRead)
         :func:`sums_read_signature`.
     sv_start, sv_end : In(1)
+        SV of the oldest tile starts (its SLN bank in use) / ends (the bank is free).
     sln_ready : Out(1)
+        The oldest tile's SLN bank is written.
+    resc_count : In(2)
+        Tiles rescaled so far (mod 4), :attr:`Rescale.count`.
     """
 
     def __init__(self, geom: AttentionGeometry):
@@ -188,7 +195,7 @@ class OnlineSoftmax(wiring.Component):
             "score_done": In(2), "score_taken": Out(2), "score_freed": Out(2),
             "sln": Out(LaneRead((g.tile - 1).bit_length() + g.rowb, unsigned(g.num.efmt.bits), g.lanes)),
             "sums": Out(sums_read_signature(g)),
-            "sv_start": In(1), "sv_end": In(1), "sln_ready": Out(1),
+            "sv_start": In(1), "sv_end": In(1), "sln_ready": Out(1), "resc_count": In(2),
         })
         self.geom = geom
         self.exp = ExpNeg(g.num.dfmt, g.num.efmt, g.num.exp_table_bits, g.num.exp_guard_bits)
@@ -198,12 +205,13 @@ class OnlineSoftmax(wiring.Component):
         g = self.geom
         num, fs, VL, T = g.num, g.score_fmt, g.block, g.tile
         vb, tb, lnb = g.vb, g.tb, g.lnb
-        sln_st = Signal(2, init=SLN_FREE)
+        sln_st = Array(Signal(2, init=SLN_FREE, name=f"sln_st{b}") for b in range(2))
+        sv_bank = Signal()             # SLN bank of the oldest tile not yet through SV
         with m.If(self.sv_start):
-            m.d.sync += sln_st.eq(SLN_USE)
+            m.d.sync += sln_st[sv_bank].eq(SLN_USE)
         with m.If(self.sv_end):
-            m.d.sync += sln_st.eq(SLN_FREE)
-        m.d.comb += self.sln_ready.eq(sln_st == SLN_READY)
+            m.d.sync += [sln_st[sv_bank].eq(SLN_FREE), sv_bank.eq(~sv_bank)]
+        m.d.comb += self.sln_ready.eq(sln_st[sv_bank] == SLN_READY)
 
         # ---------------------------------------------------------------- issue: rows × (nt + 1) items
         x1 = Signal(2)                 # tile count (mod 4)
@@ -214,9 +222,10 @@ class OnlineSoftmax(wiring.Component):
         first1 = Signal()
         bank = x1[0]
         m.d.comb += self.tile.slot.eq(x1)
-        with m.If(~on & (sln_st == SLN_FREE) & self.score_done.bit_select(bank, 1)):
+        resc_pending = (x1 - self.resc_count)[:2] == 2   # rescale(x - 2) still reads this PRM bank
+        with m.If(~on & (sln_st[bank] == SLN_FREE) & self.score_done.bit_select(bank, 1) & ~resc_pending):
             m.d.sync += [on.eq(1), l1.eq(0), k1.eq(0), nt1.eq(self.tile.desc.nt), first1.eq(self.tile.desc.first),
-                         sln_st.eq(SLN_FILL)]
+                         sln_st[bank].eq(SLN_FILL)]
             m.d.comb += self.score_taken.eq(_bank(bank))
         m.d.comb += self.scores.addr.eq(Cat((k1 - 1)[:tb], l1[:vb], bank))
         lane_end = k1 == nt1
@@ -263,12 +272,12 @@ class OnlineSoftmax(wiring.Component):
         run = Signal(unsigned(g.rd_fmt.bits))
         yv = Mux(y_m, 0, expu.y.payload)
         for l in range(g.lanes):
-            mem = Memory(shape=unsigned(num.efmt.bits), depth=T * g.rows, init=[])
+            mem = Memory(shape=unsigned(num.efmt.bits), depth=2 * T * g.rows, init=[])
             m.submodules[f"slnm{l}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
-            m.d.comb += [wp.addr.eq(Cat((y_k - 1)[:tb], y_l[lnb:vb])), wp.data.eq(yv),
+            m.d.comb += [wp.addr.eq(Cat((y_k - 1)[:tb], y_l[lnb:vb], y_b)), wp.data.eq(yv),
                          wp.en.eq(y_v & (y_k != 0) & (y_l[:lnb] == l)),
-                         rp.addr.eq(self.sln.addr), self.sln.data[l].eq(rp.data)]
+                         rp.addr.eq(Cat(self.sln.addr, sv_bank)), self.sln.data[l].eq(rp.data)]
         pi = Cat(y_l[:vb], y_b)
         with m.If(y_v):
             with m.If(y_k == 0):
@@ -278,7 +287,7 @@ class OnlineSoftmax(wiring.Component):
             with m.If(y_lend):
                 m.d.sync += ssum[pi].eq(Mux(y_k == 0, 0, run + yv))
             with m.If(y_end):
-                m.d.sync += sln_st.eq(SLN_READY)
+                m.d.sync += sln_st[y_b].eq(SLN_READY)
         m.d.comb += [self.sums.prm.eq(prm[self.sums.index]), self.sums.ssum.eq(ssum[self.sums.index])]
         return m
 
@@ -311,6 +320,8 @@ class Rescale(wiring.Component):
         :func:`rd_read_signature`.
     out_taken : In(2)
         Pulse: the bank has been output; ``out_full`` holds the banks with a finished block.
+    count : Out(2)
+        Tiles rescaled so far (mod 4): the ``PRM``/``Σ SLN`` bank of a tile is read until it counts.
     """
 
     def __init__(self, geom: AttentionGeometry):
@@ -320,7 +331,7 @@ class Rescale(wiring.Component):
             "acc": In(LaneRead(g.fb + g.rowb, signed(g.acc_bits), g.lanes)),
             "acc_full": In(1), "acc_drain": Out(1), "acc_release": Out(1),
             "rnv": Out(rnv_read_signature(g)), "rd": Out(rd_read_signature(g)),
-            "out_taken": In(2), "out_full": Out(2),
+            "out_taken": In(2), "out_full": Out(2), "count": Out(2),
         })
         self.geom = geom
 
@@ -388,7 +399,7 @@ class Rescale(wiring.Component):
                 m.d.comb += ofull_set.eq(_bank(r_rb))
         m.d.sync += ofull.eq((ofull | ofull_set) & ~self.out_taken)
         wiring.connect(m, wiring.flipped(self.rnv), rnvm.read_port())
-        m.d.comb += [self.rd.rd.eq(rd[self.rd.index]), self.out_full.eq(ofull)]
+        m.d.comb += [self.rd.rd.eq(rd[self.rd.index]), self.out_full.eq(ofull), self.count.eq(xr)]
         return m
 
 

@@ -31,7 +31,8 @@ pass lengths (``nt·E·R`` or ``nt·F·R`` beats) and the engine's latencies, an
 ``SV(x)``  likewise after ``max(previous pass end + 1, SLN of tile x ready, tile accumulators
            free after rescale(x-1))``;
 ``1D(x)``  issues ``block·(nt+1)`` items from ``max(scores of QK(x) done = end + block +
-           score, SV(x-1) end + 1, previous 1D issue end + 1)``; SLN ready ``softmax`` later;
+           score, previous 1D issue end + 1, SV(x-2) end + 1 (its SLN bank), accumulators
+           free after rescale(x-2) (its PRM bank))``; SLN ready ``softmax`` later;
 rescale    of tile x: ``block·(F+1)`` items from ``max(SV(x) end + 4, previous rescale end +
            1, output of block b-2 done + 1 for a block's first tile)``; the accumulators are
            free ``rescale`` cycles after its last item;
@@ -159,7 +160,9 @@ def attention_timeline(record, config, latency: EngineLatencies = LATENCY_BOUND)
         if x not in issue_end:
             c = e_qk[x] + VL + latency.score
             if x >= 1:
-                c = max(c, e_sv[x - 1] + 1, issue_end[x - 1] + 1)
+                c = max(c, issue_end[x - 1] + 1)
+            if x >= 2:
+                c = max(c, e_sv[x - 2] + 1, free[x - 2])
             issue_end[x] = c + VL * (tiles[x][1] + 1)
             ready[x] = issue_end[x] + latency.softmax
         return issue_end[x]
