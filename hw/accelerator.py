@@ -176,10 +176,11 @@ class Accelerator(wiring.Component):
         issue = Signal()
         # A chained instruction reads the previous one's output while it is still being
         # written: a read may go once the word it needs has been written (req < written).
-        # An unchained one waits until the previous instruction's write-back is complete.
+        # An unchained one waits until the previous instruction's write-back is complete,
+        # unless it reads nothing that instruction writes (indep).
         operands_ready = Signal()
         m.d.comb += [
-            operands_ready.eq(~next_valid | (ins.chain & (req < written))),
+            operands_ready.eq(~next_valid | ins.indep | (ins.chain & (req < written))),
             can_issue.eq(staging.level + pending < _STAGING_DEPTH),
             issue.eq(issuing & can_issue & operands_ready),
         ]

@@ -62,6 +62,11 @@ def _overlaps(a: int, a_words: int, b: int, b_words: int) -> bool:
     return a < b + b_words and b < a + a_words
 
 
+def _y_words(ins: Instruction) -> int:
+    """Words from ``ins.y_addr`` to the end of its output (strided rows included)."""
+    return (ins.m - 1) * ins.y_stride + ins.nt if ins.m else 0
+
+
 def _check_linear(binder, op: Op, p: dict) -> None:
     graph = binder.graph
     k = graph.op(op.inputs[0]).type.shape[-1]
@@ -120,6 +125,15 @@ def _emit_linear(binder, op: Op) -> None:
         and prev.y_stride == prev.nt
         and (r is None or not _overlaps(r.addr, r.words, prev.y_addr, prev.m * prev.nt))
     )
+    # Reading nothing the previous LINEAR writes (e.g. K after Q, both from the same input), it
+    # issues while that one drains instead of waiting for its last write.
+    indep = (
+        prev is not None
+        and prev.opcode == Opcode.LINEAR
+        and not chain
+        and not _overlaps(x.addr, x.words, prev.y_addr, _y_words(prev))
+        and (r is None or not _overlaps(r.addr, r.words, prev.y_addr, _y_words(prev)))
+    )
     binder.emit(
         Instruction(
             opcode=Opcode.LINEAR,
@@ -142,6 +156,7 @@ def _emit_linear(binder, op: Op) -> None:
             residual=int(r is not None),
             out_bits=op.type.fmt.bits,
             chain=int(chain),
+            indep=int(indep),
             comment=f"{op.name}: {x.rows}x{k} @ {k}x{n}",
         ),
         macs=x.rows * k * n,

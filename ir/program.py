@@ -61,6 +61,7 @@ FIELDS: list[tuple[str, int]] = [
     ("p_addr", 12),  # the unit's parameter record (constants of this instruction)
     ("x_shift", 6),  # left shift of X before the vector unit's sum
     ("y_lanes", 6),  # lanes of Y's last tile that hold data (0: all); the others are written as zero
+    ("indep", 1),  # LINEAR: reads nothing the previous LINEAR writes: issue while it drains
 ]
 
 #: Width of one encoded instruction (fields padded to a multiple of 32 bits).
@@ -96,6 +97,7 @@ class Instruction:
     p_addr: int = 0
     x_shift: int = 0
     y_lanes: int = 0
+    indep: int = 0
     comment: str = field(default="", compare=False)
 
     def encode(self) -> int:

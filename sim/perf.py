@@ -11,8 +11,12 @@ the controller beat by beat:
   (``L`` = :attr:`LinearArray.latency`, GELU epilogue included when the program has one);
 * a *chained* instruction (``chain = 1``: it reads the previous one's output)
   issues a read of the word at write position ``p`` no earlier than one cycle
-  after that word was written; an unchained one waits until 2 cycles after the
-  previous instruction's last write, when that instruction's write-back is done;
+  after that word was written; an *independent* one (``indep = 1``: it reads
+  nothing the previous one writes) issues at once; any other waits until 2 cycles
+  after the previous instruction's last write, when that write-back is done;
+* the write-back queues one job behind the one being written: a LINEAR is decoded
+  only once the job ahead of the previous one is written (2 cycles after its last
+  write);
 * HALT retires once every output is written;
 * any other instruction runs on a scratchpad unit (vector, row, attention) alone: it starts once every
   earlier write is done (as HALT retires), keeps its unit busy for the cycles its binding states
@@ -42,6 +46,7 @@ def timeline(program: Program) -> list[tuple[int, int]]:
     to_write = _array_latency(program) + 2
     fetch = 0  # cycle of the current instruction's fetch (the run's first cycle is 0)
     prev_writes: list[int] = []  # write cycles of the previous LINEAR, in write order
+    ahead = -1  # last write of the job the previous LINEAR's job queued behind (-1: none)
     spans: list[tuple[int, int]] = []
     for ins in program.instructions:
         decode = fetch + 1
@@ -55,8 +60,9 @@ def timeline(program: Program) -> list[tuple[int, int]]:
             busy = instruction_cycles(ins, program)
             spans.append((start, start + busy + 1))
             fetch = start + busy + 2
-            prev_writes = []
+            prev_writes, ahead = [], -1
             continue
+        decode = max(decode, ahead + 2)
         queued = bool(prev_writes) and prev_writes[-1] >= decode
         t = decode  # cycle of the last issue so far
         first = None
@@ -67,11 +73,12 @@ def timeline(program: Program) -> list[tuple[int, int]]:
                     t += 1
                     if queued and ins.chain and n == 0:
                         t = max(t, prev_writes[k * ins.m + m] + 1)
-                    elif queued:
+                    elif queued and not ins.indep:
                         t = max(t, prev_writes[-1] + 2)
                     first = t if first is None else first
                 writes.append(t + to_write)
         spans.append((first, writes[-1] + 1))
+        ahead = prev_writes[-1] if queued else -1
         prev_writes = writes
         fetch = t + 2
     raise ValueError(f"program '{program.name}' has no HALT")
