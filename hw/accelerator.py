@@ -315,11 +315,13 @@ class Accelerator(wiring.Component):
                     with m.If(~word.opcode.matches(*unit_opcodes)):  # HALT (or unknown): stop
                         m.d.sync += busy.eq(0)
                         m.next = "IDLE"
-            with m.State("RUN"):  # the next instruction is fetched as soon as this one has issued
+            with m.State("RUN"):  # the next instruction is read while this one issues: decoded once it has
+                m.d.comb += i_rd.addr.eq(pc + 1)
                 with m.If(~issuing):
                     m.d.sync += pc.eq(pc + 1)
-                    m.next = "FETCH"
+                    m.next = "DECODE"
             with m.State("UNIT"):  # a scratchpad unit runs alone; it owns the scratchpad ports
+                m.d.comb += i_rd.addr.eq(pc + 1)  # the next instruction, decoded when the unit is done
                 for index, (_, unit) in enumerate(self.units):
                     with m.If(active == index):
                         m.d.comb += [
@@ -331,5 +333,5 @@ class Accelerator(wiring.Component):
                         ]
                         with m.If(~unit.job.busy & ~unit_started):
                             m.d.sync += pc.eq(pc + 1)
-                            m.next = "FETCH"
+                            m.next = "DECODE"
         return m

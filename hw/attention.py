@@ -16,9 +16,10 @@ Dataflow (one MAC per lane and cycle; ``x`` counts key tiles over all blocks)::
     SV(x):   per key j, F·rows cycles: v_j[f] is broadcast, each row accumulates SLN_j·v_j[f]
              into its tile accumulator (a per-lane rows·F-word memory, read-modify-write)
     rescale(x): after SV(x): RNV[i][f] ← (PRM_i·RNV[i][f] >> Fe) + acc[i][f] and the same
-             for RD, on one shared multiplier (block·(F+1) cycles)
+             for RD, on one shared multiplier (n_rows·(F+1) cycles: padding rows after the
+             block's last query are skipped here, in 1D and in the output)
     output:  after the block's last rescale: one Reciprocal per row, then y = RNV·r rounded
-             (block·F beats), overlapped with the next block (RNV/RD are double-banked)
+             (n_rows·F beats), overlapped with the next block (RNV/RD are double-banked)
 
 Structure: :meth:`AttentionEngine.elaborate` only composes the stages and wires their
 interlocks; each stage is a ``wiring.Component`` with its own signature —
@@ -45,7 +46,9 @@ without waiting for ``ready``). ``o.valid`` is registered. Row ``i`` of a block 
     streamed for the block, ``1..max_len``), ``causal`` (1 bit), ``pos0`` (``max(1, lb)`` bits:
     query position of block row 0) and ``pos_mask`` (``max(1, log2(block))`` bits): row ``i``
     holds position ``pos0 + (i & pos_mask)`` (``pos_mask = P − 1`` for ``P`` positions per
-    block); with ``causal`` key ``j`` is masked for row ``i`` when ``j > pos0 + (i & pos_mask)``.
+    block); with ``causal`` key ``j`` is masked for row ``i`` when ``j > pos0 + (i & pos_mask)``;
+    ``n_rows`` (``1..block``): rows ``i >= n_rows`` are padding and get no 1D, rescale or output
+    work (a block past the last query position ends early).
     The beat is accepted when the block's first QK tile starts, which needs its Q block
     completely loaded (at the earliest the cycle after its last ``q`` beat), fewer than two QK
     tiles awaiting their SV and the tile's score bank free.
@@ -63,7 +66,7 @@ without waiting for ``ready``). ``o.valid`` is registered. Row ``i`` of a block 
     streams (a source that sends all of a block's ``k`` before its ``v`` deadlocks when
     ``n_keys > 2T``); across blocks ``k`` of the next block follows the last QK tile of the
     previous one, before that block's last ``v`` tile.
-``o`` (out, ``out_fmt``), ``block·F`` beats per block, row-major (``y_i[f]``), blocks in ``cfg``
+``o`` (out, ``out_fmt``), ``n_rows·F`` beats per block, row-major (``y_i[f]``), blocks in ``cfg``
     order; one beat per cycle while ``ready`` is high; ``valid`` and ``payload`` are held while
     ``ready`` is low. Rows past the job's last query (padding of :func:`schedule`) are
     don't-care. Two output banks: if ``o`` is not drained, the rescale of the block after next
@@ -307,6 +310,7 @@ class AttentionEngine(wiring.Component):
             resc.acc_full.eq(sv.full), sv.drain.eq(resc.acc_drain), sv.release.eq(resc.acc_release),
             # RNV/RD banks: a finished block until its last output beat
             out.full.eq(resc.out_full), resc.out_taken.eq(out.taken),
+            *(out.rows[b].eq(resc.out_rows[b]) for b in range(2)),
         ]
         return m
 
@@ -358,12 +362,15 @@ def schedule(engine: AttentionEngine, q, k, v, mask=None, causal: bool = False, 
     for i in sel:
         b, g, p0 = job[i]
         n_keys = min(Tk, p0 + P) if causal else Tk
-        out["cfg"].append(_pack([(n_keys, lb), (causal, 1), (p0, engine.pos_bits), (P - 1, pmb)]))
+        n_rows = L - P + min(P, Tq - p0)  # through the last live row (padding after it is skipped)
+        out["cfg"].append(_pack([(n_keys, lb), (causal, 1), (p0, engine.pos_bits), (P - 1, pmb),
+                                 (n_rows, engine.geom.nrb)]))
         for lane in range(L):
             h, t = g * G + lane // P, p0 + lane % P
             row = q[b, h, t] if t < Tq else np.zeros(E, np.int64)
             out["q"] += [int(x) & ((1 << engine.q_fmt.bits) - 1) for x in row]
-            out["out"] += [(b, h, t, f) if t < Tq else None for f in range(F)]
+            if lane < n_rows:
+                out["out"] += [(b, h, t, f) if t < Tq else None for f in range(F)]
         for j in range(n_keys):
             out["k"] += [_pack([(x, kb), (keep[b, j], 1)]) for x in k[b, g, j]]
             out["v"] += [int(x) & ((1 << vb) - 1) for x in v[b, g, j]]

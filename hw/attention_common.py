@@ -87,6 +87,11 @@ class AttentionGeometry:
         return max(1, _log2(self.block))
 
     @property
+    def nrb(self) -> int:
+        """Bits of a block's live-row count (``n_rows``, ``1..block``)."""
+        return self.block.bit_length()
+
+    @property
     def tb(self) -> int:
         """Bits of a key index in a tile (at least 1): the score buffer's stride per row is ``2^tb``."""
         return max(1, _log2(self.tile))
@@ -149,7 +154,7 @@ class AttentionGeometry:
     def cfg_layout(self) -> data.StructLayout:
         """Payload of the ``cfg`` stream (one beat per block)."""
         return data.StructLayout({"n_keys": unsigned(self.lb), "causal": 1, "pos0": unsigned(self.pos_bits),
-                                  "pos_mask": unsigned(self.pos_mask_bits)})
+                                  "pos_mask": unsigned(self.pos_mask_bits), "n_rows": unsigned(self.nrb)})
 
     @property
     def k_layout(self) -> data.StructLayout:
@@ -166,6 +171,7 @@ class AttentionGeometry:
             "kb": unsigned(self.lb),          # index of the tile's first key in the block
             "rb": 1,                          # RNV/RD bank of the block
             "causal": 1, "pos0": unsigned(self.pos_bits), "pmask": unsigned(self.pos_mask_bits),
+            "nr": unsigned(self.nrb),         # live rows of the block (the rest are not computed)
         })
 
 

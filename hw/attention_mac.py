@@ -242,6 +242,7 @@ class Sequencer(wiring.Component):
         blk_kb = Signal(g.lb + 1)
         blk_n = Signal(g.lb)
         blk_causal, blk_pos0, blk_pmask = Signal(), Signal(g.pos_bits), Signal(g.pos_mask_bits)
+        blk_nr = Signal(g.nrb)
         qb, rb = Signal(), Signal(init=1)   # Q bank and RNV bank of the QK block (the first block gets RNV bank 0)
         st = Signal(range(3))
         cur_nt = Signal(range(T + 1))
@@ -273,14 +274,15 @@ class Sequencer(wiring.Component):
                      tw.desc.kb.eq(kb_src), tw.desc.rb.eq(Mux(new_blk, ~rb, rb)),
                      tw.desc.causal.eq(Mux(new_blk, cfg.causal, blk_causal)),
                      tw.desc.pos0.eq(Mux(new_blk, cfg.pos0, blk_pos0)),
-                     tw.desc.pmask.eq(Mux(new_blk, cfg.pos_mask, blk_pmask))]
+                     tw.desc.pmask.eq(Mux(new_blk, cfg.pos_mask, blk_pmask)),
+                     tw.desc.nr.eq(Mux(new_blk, cfg.n_rows, blk_nr))]
         with m.If(go_qk):
             m.d.sync += [st.eq(QK), j.eq(0), idx.eq(0), r.eq(0), cur_nt.eq(nt_new), cur_last.eq(kb_src + T >= n_src),
                          cur_qb.eq(qb), blk_kb.eq(kb_src + T), blk_on.eq(kb_src + T < n_src)]
             m.d.comb += self.score_claim.eq(_bank(xq[0]))
             with m.If(new_blk):
                 m.d.sync += [blk_n.eq(cfg.n_keys), blk_causal.eq(cfg.causal), blk_pos0.eq(cfg.pos0),
-                             blk_pmask.eq(cfg.pos_mask), rb.eq(~rb)]
+                             blk_pmask.eq(cfg.pos_mask), blk_nr.eq(cfg.n_rows), rb.eq(~rb)]
         m.d.comb += self.tile_r.slot.eq(xs)
         with m.If(go_sv):
             m.d.sync += [st.eq(SV), j.eq(0), idx.eq(0), r.eq(0), cur_nt.eq(self.tile_r.desc.nt)]

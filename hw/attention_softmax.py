@@ -219,20 +219,22 @@ class OnlineSoftmax(wiring.Component):
         l1 = Signal(range(VL))
         k1 = Signal(range(T + 1))      # item: 0 = PRM, j + 1 = SLN_j
         nt1 = Signal(range(T + 1))
+        nr1 = Signal(g.nrb)            # live rows: the block's rows past them are skipped
         first1 = Signal()
         bank = x1[0]
         m.d.comb += self.tile.slot.eq(x1)
-        resc_pending = (x1 - self.resc_count)[:2] == 2   # rescale(x - 2) still reads this PRM bank
+        # rescale(x - 2), the last reader of this PRM bank, not done: x - xr is 2 or 3 (mod 4)
+        resc_pending = (x1 - self.resc_count)[1]
         with m.If(~on & (sln_st[bank] == SLN_FREE) & self.score_done.bit_select(bank, 1) & ~resc_pending):
             m.d.sync += [on.eq(1), l1.eq(0), k1.eq(0), nt1.eq(self.tile.desc.nt), first1.eq(self.tile.desc.first),
-                         sln_st[bank].eq(SLN_FILL)]
+                         nr1.eq(self.tile.desc.nr), sln_st[bank].eq(SLN_FILL)]
             m.d.comb += self.score_taken.eq(_bank(bank))
         m.d.comb += self.scores.addr.eq(Cat((k1 - 1)[:tb], l1[:vb], bank))
         lane_end = k1 == nt1
         with m.If(on):
             with m.If(lane_end):
                 m.d.sync += k1.eq(0)
-                with m.If(l1 == VL - 1):
+                with m.If(l1 == nr1 - 1):
                     m.d.sync += [on.eq(0), x1.eq(x1 + 1)]
                     m.d.comb += self.score_freed.eq(_bank(bank))  # last score read issued this cycle
                 with m.Else():
@@ -242,7 +244,7 @@ class OnlineSoftmax(wiring.Component):
 
         # ---------------------------------------------------------------- m_new and the exponent
         ep = Pipeline(m, prefix="od_", ecp5=is_ecp5(platform))
-        t_v, t_l, t_k, t_end, t_b = (Tap(x, 0) for x in (on, l1, k1, lane_end & (l1 == VL - 1), bank))
+        t_v, t_l, t_k, t_end, t_b = (Tap(x, 0) for x in (on, l1, k1, lane_end & (l1 == nr1 - 1), bank))
         t_lend = Tap(lane_end, 0)
         # m_old and the tile max at stage 1, m_new at stage 2; mrun is written at stage 2 (a row's
         # items all compute the same m_new from the old or the new mrun)
@@ -322,6 +324,8 @@ class Rescale(wiring.Component):
         Pulse: the bank has been output; ``out_full`` holds the banks with a finished block.
     count : Out(2)
         Tiles rescaled so far (mod 4): the ``PRM``/``Σ SLN`` bank of a tile is read until it counts.
+    out_rows : Out(nrb).array(2)
+        Live rows of the block in each RNV/RD bank (valid while it is full).
     """
 
     def __init__(self, geom: AttentionGeometry):
@@ -331,7 +335,7 @@ class Rescale(wiring.Component):
             "acc": In(LaneRead(g.fb + g.rowb, signed(g.acc_bits), g.lanes)),
             "acc_full": In(1), "acc_drain": Out(1), "acc_release": Out(1),
             "rnv": Out(rnv_read_signature(g)), "rd": Out(rd_read_signature(g)),
-            "out_taken": In(2), "out_full": Out(2), "count": Out(2),
+            "out_taken": In(2), "out_full": Out(2), "count": Out(2), "out_rows": Out(g.nrb).array(2),
         })
         self.geom = geom
 
@@ -345,17 +349,20 @@ class Rescale(wiring.Component):
         lr = Signal(range(VL))
         fr = Signal(range(F + 1))       # item: f < F numerator, F denominator
         r_first, r_last, r_rb = Signal(), Signal(), Signal()
+        r_nr = Signal(g.nrb)            # live rows of the block
+        out_rows = Array(Signal(g.nrb, name=f"out_rows{b}") for b in range(2))
         ofull, ofull_set = Signal(2), Signal(2)
         rd = Array(Signal(unsigned(g.rd_fmt.bits), name=f"rd{i}") for i in range(2 * VL))
         d = self.tile.desc
         m.d.comb += [self.tile.slot.eq(xr),
                      self.acc_drain.eq(~on & self.acc_full & (~d.first | ~ofull.bit_select(d.rb, 1)))]
         with m.If(self.acc_drain):
-            m.d.sync += [on.eq(1), lr.eq(0), fr.eq(0), r_first.eq(d.first), r_last.eq(d.last), r_rb.eq(d.rb)]
+            m.d.sync += [on.eq(1), lr.eq(0), fr.eq(0), r_first.eq(d.first), r_last.eq(d.last), r_rb.eq(d.rb),
+                         r_nr.eq(d.nr)]
         with m.If(on):
             with m.If(fr == F):
                 m.d.sync += fr.eq(0)
-                with m.If(lr == VL - 1):
+                with m.If(lr == r_nr - 1):
                     m.d.sync += on.eq(0)
                 with m.Else():
                     m.d.sync += lr.eq(lr + 1)
@@ -365,7 +372,7 @@ class Rescale(wiring.Component):
         rp = Pipeline(m, prefix="rs_", ecp5=is_ecp5(platform))
         r_v = Tap(on, 0)
         r_l, r_f, r_isrd = Tap(lr, 0), Tap(fr, 0), Tap(fr == F, 0)
-        r_endt = Tap(on & (fr == F) & (lr == VL - 1), 0)
+        r_endt = Tap(on & (fr == F) & (lr == r_nr - 1), 0)
         rnvm = Memory(shape=signed(g.rnv_bits), depth=2 * VL * F, init=[])
         m.submodules.rnvm = rnvm
         rrd = rnvm.read_port()
@@ -397,17 +404,19 @@ class Rescale(wiring.Component):
             m.d.comb += self.acc_release.eq(1)
             with m.If(r_last):
                 m.d.comb += ofull_set.eq(_bank(r_rb))
+                m.d.sync += out_rows[r_rb].eq(r_nr)
         m.d.sync += ofull.eq((ofull | ofull_set) & ~self.out_taken)
         wiring.connect(m, wiring.flipped(self.rnv), rnvm.read_port())
         m.d.comb += [self.rd.rd.eq(rd[self.rd.index]), self.out_full.eq(ofull), self.count.eq(xr)]
+        m.d.comb += [self.out_rows[b].eq(out_rows[b]) for b in range(2)]
         return m
 
 
 class OutputStage(wiring.Component):
     """``y[i][f] = sat(round(RNV[i][f]·reciprocal(RD_i) · 2^-(Fe + fv + Fr − fo)))`` on ``o``.
 
-    When a bank of RNV/RD is full: the block's ``lanes·rows`` reciprocals (one
-    :class:`~celosia.hw.primitives.Reciprocal`, one input per cycle), then the ``block·F``
+    When a bank of RNV/RD is full: the reciprocals of the block's ``n_rows`` live rows (one
+    :class:`~celosia.hw.primitives.Reciprocal`, one input per cycle), then the ``n_rows·F``
     products in row-major order through a pipeline that stalls as a whole while ``o`` is not
     ready; the bank is released (``taken``) when its last beat is accepted.
 
@@ -421,6 +430,8 @@ class OutputStage(wiring.Component):
         The engine's output stream.
     full : In(2)
         RNV/RD banks holding a finished block.
+    rows : In(nrb).array(2)
+        Live rows of each bank's block: only they are output.
     taken : Out(2)
     rnv, rd : In
         The running numerators and denominators of :class:`Rescale`.
@@ -431,7 +442,7 @@ class OutputStage(wiring.Component):
         fo = g.out_fmt
         super().__init__({
             "o": Out(stream.Signature(signed(fo.bits) if fo.signed else unsigned(fo.bits))),
-            "full": In(2), "taken": Out(2),
+            "full": In(2), "taken": Out(2), "rows": In(g.nrb).array(2),
             "rnv": In(rnv_read_signature(g)), "rd": In(rd_read_signature(g)),
         })
         self.geom = geom
@@ -446,25 +457,26 @@ class OutputStage(wiring.Component):
         o_ph = Signal(2)     # 0 wait, 1 reciprocals, 2 products
         o_l = Signal(range(VL + 1))
         o_f = Signal(range(F))
+        o_nr = Signal(g.nrb)  # live rows of the bank being output
         m.submodules.recip = recu = self.recip
         rr = Array(Signal(unsigned(num.rfmt.bits), name=f"recip{i}") for i in range(VL))
         rtag = Signal(range(VL + 1))
         rec_v, rec_x = Signal(), Signal(g.rd_fmt.bits)   # a register in front of the unit (timing)
         m.d.comb += self.rd.index.eq(Cat(o_l[:vb], ob))
-        m.d.sync += [rec_v.eq((o_ph == 1) & (o_l < VL)), rec_x.eq(self.rd.rd)]
+        m.d.sync += [rec_v.eq((o_ph == 1) & (o_l < o_nr)), rec_x.eq(self.rd.rd)]
         m.d.comb += [recu.y.ready.eq(1), recu.x.valid.eq(rec_v), recu.x.payload.eq(rec_x)]
         with m.If((o_ph == 0) & self.full.bit_select(ob, 1)):
-            m.d.sync += [o_ph.eq(1), o_l.eq(0), rtag.eq(0)]
-        with m.If((o_ph == 1) & (o_l < VL)):
+            m.d.sync += [o_ph.eq(1), o_l.eq(0), rtag.eq(0), o_nr.eq(Array(self.rows)[ob])]
+        with m.If((o_ph == 1) & (o_l < o_nr)):
             m.d.sync += o_l.eq(o_l + 1)
         with m.If(recu.y.valid):
             m.d.sync += [rr[rtag[:vb]].eq(recu.y.payload), rtag.eq(rtag + 1)]
-            with m.If(rtag == VL - 1):
+            with m.If(rtag == o_nr - 1):
                 m.d.sync += [o_ph.eq(2), o_l.eq(0), o_f.eq(0)]
 
         adv = ~self.o.valid | self.o.ready
         op = Pipeline(m, en=adv, prefix="out_", ecp5=is_ecp5(platform))
-        o_iss = (o_ph == 2) & (o_l < VL)
+        o_iss = (o_ph == 2) & (o_l < o_nr)
         with m.If(adv & o_iss):
             with m.If(o_f == F - 1):
                 m.d.sync += [o_f.eq(0), o_l.eq(o_l + 1)]
@@ -479,7 +491,7 @@ class OutputStage(wiring.Component):
         osh = num.Fe + g.v_fmt.frac + num.Fr - g.out_fmt.frac
         yr = round_half_even(op, "yr", yp, osh)
         ys_ = op.reg("ys", lambda x: saturate(x, g.out_fmt), yr, shape=self.o.payload.shape())
-        o_last = Tap(o_iss & (o_f == F - 1) & (o_l == VL - 1), 0)
+        o_last = Tap(o_iss & (o_f == F - 1) & (o_l == o_nr - 1), 0)
         ov = op.valid_chain(o_iss, ys_.stage)
         olast = op.at(o_last, ys_.stage)
         m.d.comb += [self.o.valid.eq(ov), self.o.payload.eq(ys_.value)]

@@ -43,13 +43,15 @@ the record, the engine's parameters and four engine latencies
 upper bounds, which the engine meets (the last output write, or its slot for a padding row,
 comes no later; :attr:`AttentionUnit.overrun` records the contrary).
 
-**Measured** (vit-digits' unit: 8 lanes of 16 bits, E = F = 8, engine 8 lanes × 1 row, two
+**Measured** (before the engine's second SLN bank and its skipping of padding rows; vit-digits'
+unit: 8 lanes of 16 bits, E = F = 8, engine 8 lanes × 1 row, two
 records): yosys ``synth_ecp5`` 5304 LUT4, 8304 FF, 34 MULT18X18D, 6 DP16KD, 328 TRELLIS_DPR16X4,
 of which the engine alone is 4035 LUT4, 7717 FF, all the DSPs and block RAMs and 232 DPR16X4
 (the unit's own: ~1270 LUT4, ~590 FF, 96 DPR16X4 for the three word FIFOs); alone on the
 ULX3S-85F (``celosia.boards.unit_build``, nextpnr seed 1, harness included): 108.3 MHz
 post-route, 9429 LUT, 7275 FF, 37 DSP, 6 block RAMs. Cycles: a 17 × 17, 4-head vit-digits
-layer takes 5659 cycles (5592 at the engine's own latencies: the bound costs 1.2 %).
+layer took 5659 cycles at key tile 16 (5592 at the engine's own latencies: the bound costs
+1.2 %); with those changes 5110 cycles, and 3563 at the model's key tile (32).
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ class _Walker(wiring.Component):
 
     Rows mode (q, out): per block, ``for a < outer (head in group): for b < P (position):`` the
     segment of head ``g·outer + a`` at position ``p0 + b``; ``zero`` marks positions at or past
-    ``tq`` (padding rows). Keys mode (k, v): per block, ``for b < n_keys:`` the segment of head
+    ``tq`` (padding rows). With ``trim`` (out) the last head of a block stops at position
+    ``tq − 1``: the engine outputs no rows after the block's last query. Keys mode (k, v): per block, ``for b < n_keys:`` the segment of head
     ``g`` at position ``b``. A segment is ``width`` elements from lane ``hl`` of the head's first
     word, split into chunks at word boundaries: ``addr``, first ``lane``, ``n`` elements;
     ``seg_last`` marks a segment's last chunk, ``final`` the walk's last chunk.
@@ -143,8 +146,9 @@ class _Walker(wiring.Component):
     block step ``bstep`` words (``P`` rows).
     """
 
-    def __init__(self, lanes: int, addr_bits: int, width: int, len_bits: int, head_bits: int, keys: bool):
-        self.lanes, self.width, self.keys = lanes, width, keys
+    def __init__(self, lanes: int, addr_bits: int, width: int, len_bits: int, head_bits: int, keys: bool,
+                 trim: bool = False):
+        self.lanes, self.width, self.keys, self.trim = lanes, width, keys, trim
         lane_shape = range(max(lanes, 2))
         super().__init__({
             "start": In(1), "next": In(1),
@@ -193,8 +197,12 @@ class _Walker(wiring.Component):
             self.valid.eq(~blk.done),
         ]
         inner = blk.n_keys if self.keys else self.P
-        inner_last = b == inner - 1
         outer_last = Const(1) if self.keys else (a == self.outer - 1)
+        inner_last = Signal()
+        m.d.comb += inner_last.eq(b == inner - 1)
+        if self.trim:  # the last head of a block ends at its last query (the engine skips the padding rows)
+            with m.If(outer_last & (blk.p0 + b + 1 >= self.tq)):
+                m.d.comb += inner_last.eq(1)
         m.d.comb += [
             self.zero.eq(0 if self.keys else (blk.p0 + b >= self.tq)),
             self.head_last.eq(outer_last & (blk.g == self.groups - 1)),
@@ -456,8 +464,8 @@ class AttentionUnit(wiring.Component):
 
         lb, hb = self._len_bits, self._head_bits
 
-        def walker(name, op, width, keys):
-            w = _Walker(L, ab, width, lb, hb, keys)
+        def walker(name, op, width, keys, trim=False):
+            w = _Walker(L, ab, width, lb, hb, keys, trim)
             m.submodules[f"walk_{name}"] = w
             m.d.comb += [w.start.eq(go), w.groups.eq(rc["groups"]), w.outer.eq(rc["outer"]), w.P.eq(rc["P"]),
                          w.tq.eq(rc["tq"]), w.tk.eq(rc["tk"]), w.causal.eq(rc["causal"])]
@@ -498,6 +506,9 @@ class AttentionUnit(wiring.Component):
         m.d.comb += [cfg.valid.eq(busy & ~go & ~cb.done & (natural_last | (pending == 0))),
                      cfg.payload.n_keys.eq(cb.n_keys), cfg.payload.causal.eq(rc["causal"]),
                      cfg.payload.pos0.eq(cb.p0), cfg.payload.pos_mask.eq(rc["P"] - 1), cb.step.eq(fire_cfg)]
+        live = Signal.like(rc["tq"], name="live_positions")   # query positions in the block, at most P
+        m.d.comb += [live.eq(Mux(rc["tq"] - cb.p0 >= rc["P"], rc["P"], rc["tq"] - cb.p0)),
+                     cfg.payload.n_rows.eq(eng.block - rc["P"] + live)]
 
         # ---- q, k, v: walkers -> word FIFOs -> element streams ---------------------------------------
         feeds = {}
@@ -522,7 +533,7 @@ class AttentionUnit(wiring.Component):
         wiring.connect(m, fv.out, eng.v)
 
         # ---- o: collect the output chunks and write them back ------------------------------------------
-        ow = walker("o", "o", c.f, False)
+        ow = walker("o", "o", c.f, False, trim=True)
         m.d.comb += eng.o.ready.eq(1)
         k = Signal(range(L + 1))
         wbuf = Signal(data.ArrayLayout(signed(A), L))

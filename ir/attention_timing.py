@@ -30,14 +30,15 @@ pass lengths (``nt·E·R`` or ``nt·F·R`` beats) and the engine's latencies, an
            issue of tile x-2 + 1 (its score bank), Q of a block's first tile loaded + 1)``;
 ``SV(x)``  likewise after ``max(previous pass end + 1, SLN of tile x ready, tile accumulators
            free after rescale(x-1))``;
-``1D(x)``  issues ``block·(nt+1)`` items from ``max(scores of QK(x) done = end + block +
-           score, previous 1D issue end + 1, SV(x-2) end + 1 (its SLN bank), accumulators
-           free after rescale(x-2) (its PRM bank))``; SLN ready ``softmax`` later;
-rescale    of tile x: ``block·(F+1)`` items from ``max(SV(x) end + 4, previous rescale end +
+``1D(x)``  issues ``nr·(nt+1)`` items (``nr``: the block's live rows, :func:`block_rows`)
+           from ``max(scores of QK(x) done = end + block + score, previous 1D issue end + 1,
+           SV(x-2) end + 1 (its SLN bank), accumulators free after rescale(x-2) (its PRM
+           bank))``; SLN ready ``softmax`` later;
+rescale    of tile x: ``nr·(F+1)`` items from ``max(SV(x) end + 4, previous rescale end +
            1, output of block b-2 done + 1 for a block's first tile)``; the accumulators are
            free ``rescale`` cycles after its last item;
 output     of block b from ``max(its last rescale done, output of b-1 done + 1)``: its
-           ``block·F`` beats start ``block + output`` cycles later;
+           ``nr·F`` beats start ``nr + output`` cycles later;
 Q          loads at one beat a cycle from cycle :data:`Q_START`, block ``b`` after block
            ``b-1`` and after block ``b-2``'s last QK tile has released its bank.
 
@@ -60,8 +61,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["EngineLatencies", "LATENCY_BOUND", "MAX_SCORE_BITS", "Q_START", "attention_blocks", "natural_boundary",
-           "attention_timeline", "attention_unit_cycles"]
+__all__ = ["EngineLatencies", "LATENCY_BOUND", "MAX_SCORE_BITS", "Q_START", "attention_blocks", "block_rows",
+           "natural_boundary", "attention_timeline", "attention_unit_cycles"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,14 @@ def attention_blocks(record, config) -> list[int]:
             for _ in range(record.kv_heads) for p0 in range(0, record.seq_q, P)]
 
 
+def block_rows(record, config) -> list[int]:
+    """Live rows of each block of :func:`attention_blocks`: through the last row whose position is
+    a query (``(G−1)·P + min(P, seq_q − p0)``, ``G = heads/kv_heads``); the engine skips the rest."""
+    block = config.lanes * config.rows
+    P = block * record.kv_heads // record.heads
+    return [block - P + min(P, record.seq_q - p0) for _ in range(record.kv_heads) for p0 in range(0, record.seq_q, P)]
+
+
 def natural_boundary(n_keys: int, config) -> bool:
     """Whether the boundary after a block of ``n_keys`` keys keeps the free-running pass order
     (the block's QK passes alone outlast loading the next Q block)."""
@@ -138,6 +147,7 @@ def attention_timeline(record, config, latency: EngineLatencies = LATENCY_BOUND)
     E, F, R, T = config.e, config.f, config.rows, config.tile
     VL = config.lanes * R
     ns = attention_blocks(record, config)
+    nrs = block_rows(record, config)
     tiles = []                     # (block, keys, first tile of the block, last tile of the block)
     last_tile = []
     for b, n in enumerate(ns):
@@ -163,14 +173,14 @@ def attention_timeline(record, config, latency: EngineLatencies = LATENCY_BOUND)
                 c = max(c, issue_end[x - 1] + 1)
             if x >= 2:
                 c = max(c, e_sv[x - 2] + 1, free[x - 2])
-            issue_end[x] = c + VL * (tiles[x][1] + 1)
+            issue_end[x] = c + nrs[tiles[x][0]] * (tiles[x][1] + 1)
             ready[x] = issue_end[x] + latency.softmax
         return issue_end[x]
 
     def output(b):
         d = out_full[b] if b == 0 else max(out_full[b], o_last[b - 1] + 1)
-        o_first[b] = d + VL + latency.output
-        o_last[b] = o_first[b] + VL * F - 1
+        o_first[b] = d + nrs[b] + latency.output
+        o_last[b] = o_first[b] + nrs[b] * F - 1
 
     passes = []
     xq = xs = 0
@@ -205,7 +215,7 @@ def attention_timeline(record, config, latency: EngineLatencies = LATENCY_BOUND)
         r = max(e_prev + 4, rescale_end + 1)
         if first and b >= 2:
             r = max(r, o_last[b - 2] + 1)
-        rescale_end = r + VL * (F + 1)
+        rescale_end = r + nrs[b] * (F + 1)
         free[x] = rescale_end + latency.rescale
         if last:
             out_full[b] = free[x]

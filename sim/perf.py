@@ -5,8 +5,8 @@ accepts one beat per cycle and its output is never back-pressured), so the model
 is exact; tests hold the RTL's cycle counter to it with no tolerance. It follows
 the controller beat by beat:
 
-* an instruction is fetched 2 cycles after the previous one issued its last read,
-  decoded the next cycle, and issues from the cycle after;
+* an instruction is read while the previous one runs, decoded 2 cycles after that one
+  issued its last read, and issues from the cycle after;
 * the output row whose last beat issues at cycle ``t`` is written at ``t + L + 2``
   (``L`` = :attr:`LinearArray.latency`, GELU epilogue included when the program has one);
 * a *chained* instruction (``chain = 1``: it reads the previous one's output)
@@ -20,7 +20,7 @@ the controller beat by beat:
 * HALT retires once every output is written;
 * any other instruction runs on a scratchpad unit (vector, row, attention) alone: it starts once every
   earlier write is done (as HALT retires), keeps its unit busy for the cycles its binding states
-  (:func:`celosia.ir.binding.instruction_cycles`), and the next instruction is fetched 2 cycles
+  (:func:`celosia.ir.binding.instruction_cycles`), and the next instruction is decoded the cycle
   after the unit's busy falls.
 """
 
@@ -59,7 +59,7 @@ def timeline(program: Program) -> list[tuple[int, int]]:
             start = max(decode, (prev_writes[-1] if prev_writes else -1) + 1)
             busy = instruction_cycles(ins, program)
             spans.append((start, start + busy + 1))
-            fetch = start + busy + 2
+            fetch = start + busy + 1
             prev_writes, ahead = [], -1
             continue
         decode = max(decode, ahead + 2)
@@ -80,7 +80,7 @@ def timeline(program: Program) -> list[tuple[int, int]]:
         spans.append((first, writes[-1] + 1))
         ahead = prev_writes[-1] if queued else -1
         prev_writes = writes
-        fetch = t + 2
+        fetch = t + 1
     raise ValueError(f"program '{program.name}' has no HALT")
 
 
