@@ -137,7 +137,8 @@ def test_sequencer_pass_order_and_beats(gap):
         ctx.set(dut.sln_ready, 1)
         ctx.set(dut.acc_free, 1)
         ctx.set(dut.cfg.valid, 1)
-        ctx.set(dut.cfg.payload, {"n_keys": n, "causal": 1, "pos0": 3, "pos_mask": 1})
+        ctx.set(dut.cfg.payload, {"n_keys": n, "causal": 1, "pos0": 3, "pos_mask": 1,
+                                         "n_rows": g.block})
         cfg_taken = 0
         b, tw = dut.beat, dut.tile_w
         fields = ("qk", "b", "j", "idx", "r", "first", "dlast", "last", "rlast", "keep", "slot")
@@ -201,7 +202,8 @@ def test_score_path_scales_masks_and_tracks_tile_max():
 
     async def tb(ctx):
         ctx.set(dut.tile.desc, g.tile_layout.const({"nt": nt, "first": 1, "last": 1, "kb": kb, "rb": 0,
-                                                       "causal": 1, "pos0": pos0, "pmask": pmask}))
+                                                       "causal": 1, "pos0": pos0, "pmask": pmask,
+                                                       "nr": g.block}))
         ctx.set(dut.claim, 0b10)
         await ctx.tick()
         ctx.set(dut.claim, 0)
@@ -273,7 +275,8 @@ def test_online_softmax_two_tiles_match_the_recurrence():
         mrun = [fs.min_int] * VL
         for bank, (nt, first, s, mk) in enumerate(tiles):
             ctx.set(dut.tile.desc, g.tile_layout.const({"nt": nt, "first": first, "last": 0, "kb": 0, "rb": 0,
-                                                           "causal": 0, "pos0": 0, "pmask": 0}))
+                                                           "causal": 0, "pos0": 0, "pmask": 0,
+                                                           "nr": g.block}))
             ctx.set(dut.score_done, 1 << bank)
             taken = freed = 0
             for _ in range(500):
@@ -342,7 +345,8 @@ def test_rescale_recurrence_and_output_bank_interlock():
                 ctx.set(ssum[i | (x & 1) << g.vb], int(sums[i]))
             ctx.set(acc_we, 0)
             ctx.set(dut.tile.desc, g.tile_layout.const({"nt": 4, "first": first, "last": last, "kb": 0, "rb": 0,
-                                                           "causal": 0, "pos0": 0, "pmask": 0}))
+                                                           "causal": 0, "pos0": 0, "pmask": 0,
+                                                           "nr": g.block}))
             ctx.set(dut.acc_full, 1)
             if x == 2:      # a block's first tile waits until its RNV/RD bank has been output
                 for _ in range(20):
@@ -384,6 +388,7 @@ def test_output_stage_normalises_in_row_order_under_backpressure():
     rd2 = rd.reshape(2, VL)
     m = Module()
     m.submodules.dut = dut = OutputStage(g)
+    m.d.comb += [dut.rows[b].eq(VL) for b in range(2)]   # full blocks
     m.submodules.rnvm = rnvm = Memory(shape=signed(g.rnv_bits), depth=2 * VL * F, init=words)
     connect(m, rnvm.read_port(), dut.rnv)
     m.d.comb += dut.rd.rd.eq(Array(Const(int(r), g.rd_fmt.bits) for b in range(2) for r in rd2[b])[dut.rd.index])
