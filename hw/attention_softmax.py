@@ -223,7 +223,7 @@ class OnlineSoftmax(wiring.Component):
         first1 = Signal()
         bank = x1[0]
         m.d.comb += self.tile.slot.eq(x1)
-        # rescale(x - 2), the last reader of this PRM bank, not done: x - xr is 2 or 3 (mod 4)
+        # rescale(x - 2), the last reader of this PRM bank, not done: x - xr = 2 (mod 4)
         resc_pending = (x1 - self.resc_count)[1]
         with m.If(~on & (sln_st[bank] == SLN_FREE) & self.score_done.bit_select(bank, 1) & ~resc_pending):
             m.d.sync += [on.eq(1), l1.eq(0), k1.eq(0), nt1.eq(self.tile.desc.nt), first1.eq(self.tile.desc.first),
@@ -350,7 +350,6 @@ class Rescale(wiring.Component):
         fr = Signal(range(F + 1))       # item: f < F numerator, F denominator
         r_first, r_last, r_rb = Signal(), Signal(), Signal()
         r_nr = Signal(g.nrb)            # live rows of the block
-        out_rows = Array(Signal(g.nrb, name=f"out_rows{b}") for b in range(2))
         ofull, ofull_set = Signal(2), Signal(2)
         rd = Array(Signal(unsigned(g.rd_fmt.bits), name=f"rd{i}") for i in range(2 * VL))
         d = self.tile.desc
@@ -404,11 +403,10 @@ class Rescale(wiring.Component):
             m.d.comb += self.acc_release.eq(1)
             with m.If(r_last):
                 m.d.comb += ofull_set.eq(_bank(r_rb))
-                m.d.sync += out_rows[r_rb].eq(r_nr)
+                m.d.sync += Array(self.out_rows)[r_rb].eq(r_nr)
         m.d.sync += ofull.eq((ofull | ofull_set) & ~self.out_taken)
         wiring.connect(m, wiring.flipped(self.rnv), rnvm.read_port())
         m.d.comb += [self.rd.rd.eq(rd[self.rd.index]), self.out_full.eq(ofull), self.count.eq(xr)]
-        m.d.comb += [self.out_rows[b].eq(out_rows[b]) for b in range(2)]
         return m
 
 

@@ -136,8 +136,8 @@ class _Walker(wiring.Component):
     Rows mode (q, out): per block, ``for a < outer (head in group): for b < P (position):`` the
     segment of head ``g·outer + a`` at position ``p0 + b``; ``zero`` marks positions at or past
     ``tq`` (padding rows). With ``trim`` (out) the last head of a block stops at position
-    ``tq − 1``: the engine outputs no rows after the block's last query. Keys mode (k, v): per block, ``for b < n_keys:`` the segment of head
-    ``g`` at position ``b``. A segment is ``width`` elements from lane ``hl`` of the head's first
+    ``tq − 1``: the engine outputs no rows after the block's last query. Keys mode (k, v): per
+    block, ``for b < n_keys:`` the segment of head ``g`` at position ``b``. A segment is ``width`` elements from lane ``hl`` of the head's first
     word, split into chunks at word boundaries: ``addr``, first ``lane``, ``n`` elements;
     ``seg_last`` marks a segment's last chunk, ``final`` the walk's last chunk.
 

@@ -93,6 +93,7 @@ __all__ = [
     "attention_numerics",
     "attention_scores_float",
     "attention_shapes",
+    "key_count",
     "prob_format",
     "scale_constant",
 ]
@@ -135,6 +136,11 @@ def attention_shapes(name: str, shapes: list[tuple[int, ...]], attrs: dict) -> t
         )
     f = v[-1] // kv_heads if len(v) == 3 else v[-1]  # the value head size F may differ from E
     return q[:-1] + (heads * f if len(q) == 3 else f,)
+
+
+def key_count(k_shape: tuple[int, ...]) -> int:
+    """Keys of an Attention's K operand: packed ``(B, T, H·E)`` or split ``(B, H, T, E)``."""
+    return k_shape[-2] if len(k_shape) == 4 else k_shape[1]
 
 
 def _dims(name, q, k, attrs):

@@ -113,18 +113,21 @@ def attention_blocks(record, config) -> list[int]:
     < seq_q``, ``P = lanes·rows·kv_heads/heads`` positions per block; a causal block streams
     ``min(seq_k, p0 + P)`` keys.
     """
-    block = config.lanes * config.rows
-    P = block * record.kv_heads // record.heads
-    return [min(record.seq_k, p0 + P) if record.causal else record.seq_k
-            for _ in range(record.kv_heads) for p0 in range(0, record.seq_q, P)]
+    P, starts = _block_starts(record, config)
+    return [min(record.seq_k, p0 + P) if record.causal else record.seq_k for p0 in starts]
 
 
 def block_rows(record, config) -> list[int]:
     """Live rows of each block of :func:`attention_blocks`: through the last row whose position is
     a query (``(G−1)·P + min(P, seq_q − p0)``, ``G = heads/kv_heads``); the engine skips the rest."""
-    block = config.lanes * config.rows
-    P = block * record.kv_heads // record.heads
-    return [block - P + min(P, record.seq_q - p0) for _ in range(record.kv_heads) for p0 in range(0, record.seq_q, P)]
+    P, starts = _block_starts(record, config)
+    return [config.lanes * config.rows - P + min(P, record.seq_q - p0) for p0 in starts]
+
+
+def _block_starts(record, config) -> tuple[int, list[int]]:
+    """``P`` (positions per block) and the first position ``p0`` of every block, in order."""
+    P = config.lanes * config.rows * record.kv_heads // record.heads
+    return P, [p0 for _ in range(record.kv_heads) for p0 in range(0, record.seq_q, P)]
 
 
 def natural_boundary(n_keys: int, config) -> bool:

@@ -45,7 +45,7 @@ import numpy as np
 from celosia.errors import GraphError
 from celosia.ir import numerics as nx_
 from celosia.ir.attention import (TILE, attention_float, attention_int, attention_scores_float, attention_shapes,
-                                  prob_format)
+                                  key_count, prob_format)
 from celosia.ir.binding import (ATTENTION_UNIT, HOST_BINDING, LINEAR_BINDING, ROW_NORM, VECTOR_ADD, VECTOR_CONCAT,
                                 VECTOR_LAYOUT, VECTOR_MEAN)
 from celosia.ir.elementwise import embedding_float, embedding_int, matmul_int, mul_int
@@ -383,7 +383,7 @@ def _key_tile(graph: Graph) -> int:
     """The key tile of every Attention of ``graph``: all keys of the longest sequence in one tile up
     to 64 keys (fewer tiles, fewer rescales: the engine's short-sequence overhead), at least
     :data:`celosia.ir.attention.TILE`."""
-    longest = max(graph.op(a.inputs[1]).type.shape[-2 if len(a.type.shape) == 4 else 1] for a in graph.ops("Attention"))
+    longest = max(key_count(graph.op(a.inputs[1]).type.shape) for a in graph.ops("Attention"))
     return min(64, max(TILE, 1 << (longest - 1).bit_length()))
 
 

@@ -392,7 +392,7 @@ def schedule(graph: Graph, lanes: int, *, acc_bits: int | None = None, capacity:
 def _attention_config(graph: Graph, binder: Binder):
     """The one attention engine every Attention op of ``graph`` runs on (their formats are shared by
     the quantize pass; head sizes and scales must agree)."""
-    from celosia.ir.attention import TILE, AttentionConfig
+    from celosia.ir.attention import TILE, AttentionConfig, key_count
 
     ops = graph.ops("Attention")
     shapes = set()
@@ -412,8 +412,7 @@ def _attention_config(graph: Graph, binder: Binder):
     (e, f, scale, tile), = shapes
     first = ops[0]
     fmts = [graph.op(i).type.fmt for i in first.inputs[:3]]
-    seq = max(max(graph.op(op.inputs[1]).type.shape[-2 if len(graph.op(op.inputs[1]).type.shape) == 4 else 1]
-                  for op in ops), 2)
+    seq = max(max(key_count(graph.op(op.inputs[1]).type.shape) for op in ops), 2)
     return AttentionConfig(e=e, f=f, lanes=binder.attention_lanes(e), rows=1, q_fmt=fmts[0], k_fmt=fmts[1],
                            v_fmt=fmts[2], score_fmt=first.attrs["score_fmt"], out_fmt=first.type.fmt, scale=scale,
                            max_len=1 << (seq - 1).bit_length(), tile=tile)
